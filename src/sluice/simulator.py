@@ -1,0 +1,98 @@
+"""The Simulator base class: the two methods a simulator implements so that sluice can mine it."""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+
+Latent = Union[torch.Tensor, dict]
+
+
+class Simulator:
+    """A stochastic simulator whose runs can be re-scored at another θ.
+
+    Subclasses set ``parameter_names`` (which fixes p) and implement
+
+    - ``sample(theta, generator=None) -> (x, z)``: ``theta`` is ``[n, p]``; ``x`` is ``[n, d]`` (or
+      ``[n, ...]`` for images); ``z`` is a tensor or a dict of tensors, each with leading size n,
+      holding every random choice of the run.
+    - ``joint_log_prob(theta, x, z) -> [n]``: log p(x, z | θ), differentiable in θ with z held fixed.
+      Terms that do not depend on θ may be left out; they cancel in log r(x,z|θ0,θ1) and t(x,z|θ).
+
+    and, where it is tractable, ``log_likelihood(theta, x) -> [n]``, the exact log p(x | θ).
+
+    Set ``differentiable = False`` on a simulator whose ``joint_log_prob`` cannot be differentiated
+    (a numpy or compiled core): the joint score then comes from central finite differences.
+
+    Example::
+
+        class Exponential(sluice.Simulator):
+            parameter_names = ("log_rate",)
+
+            def sample(self, theta, generator=None):
+                rate = theta[:, 0].exp()
+                x = torch.empty(len(theta)).exponential_(generator=generator) / rate
+                return x[:, None], {}
+
+            def joint_log_prob(self, theta, x, z):
+                rate = theta[:, 0].exp()
+                return rate.log() - rate * x[:, 0]
+    """
+
+    parameter_names: tuple[str, ...] = ()
+    differentiable: bool = True
+    default_batch_size: int = 10_000  # rows per batch in sluice.simulate unless told otherwise
+
+    @property
+    def name(self) -> str:
+        """The simulator's name, stored with its data (the class name unless overridden)."""
+        return type(self).__name__
+
+    @property
+    def n_parameters(self) -> int:
+        return len(self.parameter_names)
+
+    def sample(self, theta: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Latent]:
+        raise NotImplementedError(f"{self.name} does not implement sample(theta, generator)")
+
+    def joint_log_prob(self, theta: torch.Tensor, x: torch.Tensor, z: Latent) -> torch.Tensor:
+        raise NotImplementedError(
+            f"{self.name} does not implement joint_log_prob(theta, x, z); only black-box methods can use it"
+        )
+
+    def log_likelihood(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} has no tractable log_likelihood(theta, x)")
+
+    @property
+    def has_joint_log_prob(self) -> bool:
+        return type(self).joint_log_prob is not Simulator.joint_log_prob
+
+    @property
+    def has_log_likelihood(self) -> bool:
+        return type(self).log_likelihood is not Simulator.log_likelihood
+
+    def __repr__(self) -> str:
+        return f"{self.name}(parameters={list(self.parameter_names)})"
+
+
+def as_theta_batch(theta, n: int | None, p: int, what: str = "theta") -> torch.Tensor:
+    """Return ``theta`` as an ``[n, p]`` tensor; a ``[p]`` vector is broadcast to n rows.
+
+    Floating tensors keep their dtype (and autograd graph); anything else becomes float32.
+    """
+    if not (torch.is_tensor(theta) and theta.is_floating_point()):
+        theta = torch.as_tensor(theta, dtype=torch.float32)
+    if theta.ndim == 0 and p == 1:
+        theta = theta.reshape(1)
+    if theta.ndim == 1:
+        if theta.shape[0] != p:
+            raise ValueError(f"{what} has {theta.shape[0]} entries, but the simulator has {p} parameters")
+        theta = theta.expand(1 if n is None else n, p)
+    elif theta.ndim != 2 or theta.shape[1] != p:
+        raise ValueError(f"{what} must have shape [n, {p}] or [{p}], got {list(theta.shape)}")
+    elif n is not None and theta.shape[0] not in (1, n):
+        raise ValueError(f"{what} has {theta.shape[0]} rows but x has {n}")
+    elif n is not None and theta.shape[0] == 1:
+        theta = theta.expand(n, p)
+    return theta
