@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from .mining import DEFAULT_FD_STEP, finite_difference_score, joint_log_prob_and_score
+from .mining import (
+    DEFAULT_FD_STEP,
+    FiniteDifferenceWarning,
+    autograd_score,
+    finite_difference_score,
+    joint_log_prob_and_score,
+)
 from .priors import check_prior, parameter_scale, sample_prior
 from .simulate import _check_output
 from .simulator import Simulator
@@ -68,6 +75,10 @@ def _sample(simulator: Simulator, theta: torch.Tensor, seed: int):
     return _check_output(simulator, x, z, theta.shape[0]), z
 
 
+def _rows(z, rows):
+    return {key: value[rows] for key, value in z.items()} if isinstance(z, dict) else z[rows]
+
+
 def _z_score(values: torch.Tensor, target: float) -> float:
     """Largest |mean − target| / standard error over the columns of ``values`` [n, k]."""
     values = values.to(torch.float64)
@@ -86,7 +97,9 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
     - ``joint_log_prob`` re-scores a run to the same finite value twice at the θ that produced it;
     - the autograd score equals central finite differences (a graph break drops score terms);
     - log p(x,z|θ) depends on θ at all;
-    - E[t(x,z|θ)] = 0 and E[r(x,z|θ0,θ1)] = 1 for x,z ~ θ (resp. θ1) within Z_LIMIT standard errors.
+    - E[t(x,z|θ)] = 0, the information identity E[t_j²] = −E[∂t_j/∂θ_j], and E[r(x,z|θ0,θ1)] = 1 for
+      x,z ~ θ (resp. θ1), each within Z_LIMIT standard errors: randomness left out of z or a density that
+      does not match the sampler breaks them.
 
     Returns a ``SimulatorReport``; ``print`` it for the table, ``report.ok`` to act on it.
     """
@@ -99,7 +112,9 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
 
     def run(name: str, meaning: str, check) -> bool:
         try:
-            passed, detail = check()
+            with warnings.catch_warnings():  # the table says it already
+                warnings.simplefilter("ignore", FiniteDifferenceWarning)
+                passed, detail = check()
         except Exception as error:  # a check that crashes is a failed check, reported with its error
             passed, detail = False, f"raised {type(error).__name__}: {error}"
         report.results.append(CheckResult(name, passed, detail, meaning))
@@ -143,10 +158,10 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
     def autograd_agreement():
         theta, x, z = runs[0]
         rows = slice(0, min(n, 200))
-        sub_z = {key: value[rows] for key, value in z.items()} if isinstance(z, dict) else z[rows]
-        _, score = joint_log_prob_and_score(simulator, theta[rows], x[rows], sub_z, step)
-        if not simulator.differentiable:
-            return None, "differentiable = False: the score comes from finite differences (2p extra calls)"
+        sub_z = _rows(z, rows)
+        score, reason = autograd_score(simulator, theta[rows], x[rows], sub_z)
+        if score is None:
+            return None, f"no autograd ({reason}): finite differences will be used (2p extra calls per θ)"
         reference = finite_difference_score(simulator, theta[rows], x[rows], sub_z, step)
         typical = reference.pow(2).mean().sqrt().clamp_min(1e-12)
         worst = float((score - reference).abs().max() / typical)
@@ -173,6 +188,29 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
                "density that does not match what sample() draws")
     if scores:
         run("E[t] = 0", meaning, mean_score)
+
+    def information_identity():
+        if autograd_score(simulator, runs[0][0][:2], runs[0][1][:2], _rows(runs[0][2], slice(0, 2)))[0] is None:
+            return None, "skipped: needs autograd for ∂t/∂θ"
+        worst = 0.0
+        for theta, x, z in runs:
+            theta_var = theta.clone().requires_grad_(True)
+            with torch.enable_grad():
+                (score,) = torch.autograd.grad(simulator.joint_log_prob(theta_var, x, z).sum(), theta_var,
+                                               create_graph=True)
+                curvature = []
+                for j in range(score.shape[1]):
+                    row = None
+                    if score.requires_grad:  # a score with no graph to θ has zero curvature
+                        (row,) = torch.autograd.grad(score[:, j].sum(), theta_var, retain_graph=True,
+                                                     allow_unused=True)
+                    curvature.append(torch.zeros(n) if row is None else row[:, j].detach())
+            values = score.detach() ** 2 + torch.stack(curvature, dim=1)
+            worst = max(worst, _z_score(values[torch.isfinite(values).all(dim=1)], 0.0))
+        return worst < Z_LIMIT, f"largest |mean t² + ∂t/∂θ| = {worst:.2f} standard errors (limit {Z_LIMIT:g})"
+
+    if scores:
+        run("E[t²] = −E[∂t/∂θ]", meaning, information_identity)
 
     def mean_ratio():
         worst = 0.0

@@ -16,7 +16,7 @@ import torch
 
 from .simulator import Latent, Simulator
 
-__all__ = ["JointQuantities", "FiniteDifferenceWarning", "joint_log_prob_and_score", "mine",
+__all__ = ["JointQuantities", "FiniteDifferenceWarning", "autograd_score", "joint_log_prob_and_score", "mine",
            "finite_difference_score"]
 
 DEFAULT_FD_STEP = 1e-3  # central-difference step, as a fraction of each parameter's prior scale
@@ -75,29 +75,36 @@ def _tell_once(simulator: Simulator, reason: str) -> None:
     )
 
 
+def autograd_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor,
+                   z: Latent) -> tuple[torch.Tensor | None, str]:
+    """t(x,z|θ) ``[n, p]`` by autograd of ``joint_log_prob``, or (None, the reason it is not available)."""
+    if not simulator.differentiable:
+        return None, "differentiable = False"
+    theta_var = theta.detach().clone().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            log_prob = _checked_log_prob(simulator, theta_var, x, z)
+    except RuntimeError as error:  # e.g. .numpy() on a tensor that requires grad
+        return None, f"joint_log_prob failed under autograd ({str(error).splitlines()[0]})"
+    if not log_prob.requires_grad:
+        return None, "joint_log_prob returned a value with no autograd graph to θ"
+    (score,) = torch.autograd.grad(log_prob.sum(), theta_var)
+    return score.to(torch.float32), ""
+
+
 def joint_log_prob_and_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z: Latent,
                              fd_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(x,z|θ) ``[n]`` and t(x,z|θ) ``[n, p]``; autograd where possible, else finite differences.
 
     ``fd_step`` [p] is the absolute finite-difference step, used only by the fallback.
     """
-    reason = "differentiable = False"
-    if simulator.differentiable:
-        theta_var = theta.detach().clone().requires_grad_(True)
-        try:
-            with torch.enable_grad():
-                log_prob = _checked_log_prob(simulator, theta_var, x, z)
-        except RuntimeError as error:  # e.g. .numpy() on a tensor that requires grad
-            reason = f"joint_log_prob failed under autograd ({str(error).splitlines()[0]})"
-        else:
-            if log_prob.requires_grad:
-                (score,) = torch.autograd.grad(log_prob.sum(), theta_var)
-                return log_prob.detach().to(torch.float32), score.to(torch.float32)
-            reason = "joint_log_prob returned a value with no autograd graph to θ"
-    _tell_once(simulator, reason)
+    score, reason = autograd_score(simulator, theta, x, z)
+    if score is None:
+        _tell_once(simulator, reason)
+        score = finite_difference_score(simulator, theta, x, z, fd_step)
     with torch.no_grad():
         log_prob = _checked_log_prob(simulator, theta.detach(), x, z).to(torch.float32)
-    return log_prob, finite_difference_score(simulator, theta, x, z, fd_step)
+    return log_prob, score
 
 
 def mine(simulator: Simulator, x: torch.Tensor, z: Latent, theta0: torch.Tensor, theta1: torch.Tensor,

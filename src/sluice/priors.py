@@ -53,7 +53,7 @@ class Point(Distribution):
     def variance(self) -> torch.Tensor:
         return torch.zeros_like(self.theta_ref)
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape=()) -> torch.Tensor:
         return self.theta_ref.expand(*sample_shape, *self.theta_ref.shape).clone()
 
     def log_prob(self, value) -> torch.Tensor:

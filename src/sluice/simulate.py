@@ -123,7 +123,7 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
     if reference is not None:
         reference = torch.as_tensor(reference, dtype=torch.float32).reshape(-1)
         if reference.shape != (p,):
-            raise ValueError(f"simulate: reference must have {p} entries (one per parameter), got {reference.numel()}")
+            raise ValueError(f"simulate: reference must have one entry per parameter ({p}), got {reference.numel()}")
         if outside_support(prior, reference[None])[0]:
             raise ValueError(f"simulate: reference {reference.tolist()} lies outside the prior's support ({prior})")
     fd_step_absolute = fd_step * parameter_scale(prior)
@@ -135,7 +135,7 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
     if bar is not None:
         bar.start()
     try:
-        for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
             batch = _simulate_batch(simulator, prior, reference, start, stop, seed, index, fd_step_absolute)
             batches.append(batch.data)
             for name, count in batch.dropped.items():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 
-Latent = Union[torch.Tensor, dict]
+Latent = torch.Tensor | dict
 
 
 class Simulator:
