@@ -27,7 +27,7 @@ def sample_only(simulator, prior, n, batch_size):
     """The simulator's own work: prior draws and sample(), in the batch layout simulate uses."""
     for index, start in enumerate(range(0, n, batch_size)):
         m = min(batch_size, n - start)
-        prior_seed, simulator_seed = batch_seeds(0, index)
+        prior_seed, simulator_seed, _ = batch_seeds(0, index)
         theta = sluice.priors.sample_prior(prior, m, prior_seed)
         simulator.sample(theta, generator=torch.Generator().manual_seed(simulator_seed))
 

@@ -63,6 +63,19 @@ def test_the_same_seed_gives_identical_tensors_and_another_seed_does_not():
     assert not torch.equal(first.theta0, other.theta0) and not torch.equal(first.x, other.x)
 
 
+def test_simulator_drawing_from_the_global_generator_is_reproducible_and_uncorrelated():
+    class GlobalNoise(Exponential):
+        def sample(self, theta, generator=None):
+            x, z = super().sample(theta, generator)
+            return torch.cat([x, torch.rand(x.shape)], dim=1), z  # ignores the generator it is handed
+
+    first = sluice.simulate(GlobalNoise(), Exponential().default_prior(), 2000, seed=1)
+    second = sluice.simulate(GlobalNoise(), Exponential().default_prior(), 2000, seed=1)
+    assert torch.equal(first.x, second.x)
+    u_generator = 1.0 - torch.exp(-first.x[:, 0] * first.theta[:, 0].exp())  # the uniform behind x
+    assert abs(float(torch.corrcoef(torch.stack([u_generator, first.x[:, 1]]))[0, 1])) < 0.15
+
+
 def test_seeding_leaves_the_callers_global_generator_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)

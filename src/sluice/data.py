@@ -85,6 +85,15 @@ class AugmentedData:
         self.parameter_names = parameter_names
         self.simulator_name = simulator_name
 
+    @classmethod
+    def _trusted(cls, fields: dict, parameter_names: tuple, simulator_name: str | None) -> AugmentedData:
+        """Build from float32 tensors already known to be valid (slices, batches we checked), skipping checks."""
+        data = object.__new__(cls)
+        for name in FIELDS:
+            setattr(data, name, fields.get(name))
+        data.parameter_names, data.simulator_name = parameter_names, simulator_name
+        return data
+
     @staticmethod
     def _check_shapes(tensors: dict) -> _Shapes:
         theta0 = tensors["theta0"]
@@ -145,7 +154,7 @@ class AugmentedData:
         elif not isinstance(index, slice):
             index = torch.as_tensor(np.asarray(index) if not torch.is_tensor(index) else index)
         parts = {name: None if value is None else value[index] for name, value in self.fields().items()}
-        return AugmentedData(**parts, parameter_names=self.parameter_names, simulator_name=self.simulator_name)
+        return self._trusted(parts, self.parameter_names, self.simulator_name)
 
     def split(self, fraction: float, seed: int = 0) -> tuple[AugmentedData, AugmentedData]:
         """Random split into (the rest, a held-out part of ``round(fraction·n)`` rows), e.g. train/validation."""
@@ -170,7 +179,9 @@ class AugmentedData:
         for name in FIELDS:
             values = [getattr(part, name) for part in parts]
             merged[name] = None if any(value is None for value in values) else torch.cat(values)
-        return cls(**merged, parameter_names=parts[0].parameter_names, simulator_name=parts[0].simulator_name)
+        if len({tuple(part.x.shape[1:]) for part in parts}) > 1:
+            raise ValueError("concatenate: the parts have x of different shapes")
+        return cls._trusted(merged, parts[0].parameter_names, parts[0].simulator_name)
 
     def __repr__(self) -> str:
         joint = [name for name in JOINT_FIELDS if self.has(name)]

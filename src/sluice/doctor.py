@@ -16,7 +16,7 @@ from .mining import (
     joint_log_prob_and_score,
 )
 from .priors import check_prior, parameter_scale, sample_prior
-from .simulate import _check_output
+from .simulate import _check_output, batch_seeds
 from .simulator import Simulator
 
 __all__ = ["check_simulator", "SimulatorReport", "CheckResult"]
@@ -69,9 +69,10 @@ class SimulatorReport:
 
 
 def _sample(simulator: Simulator, theta: torch.Tensor, seed: int):
+    _, simulator_seed, global_seed = batch_seeds(seed, 0)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        x, z = simulator.sample(theta, generator=torch.Generator().manual_seed(seed))
+        torch.default_generator.manual_seed(global_seed)
+        x, z = simulator.sample(theta, generator=torch.Generator().manual_seed(simulator_seed))
     return _check_output(simulator, x, z, theta.shape[0]), z
 
 
@@ -159,9 +160,10 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
         theta, x, z = runs[0]
         rows = slice(0, min(n, 200))
         sub_z = _rows(z, rows)
-        score, reason = autograd_score(simulator, theta[rows], x[rows], sub_z)
-        if score is None:
-            return None, f"no autograd ({reason}): finite differences will be used (2p extra calls per θ)"
+        automatic = autograd_score(simulator, theta[rows], x[rows], sub_z)
+        if automatic.score is None:
+            return None, f"no autograd ({automatic.reason}): finite differences will be used (2p extra calls per θ)"
+        score = automatic.score
         reference = finite_difference_score(simulator, theta[rows], x[rows], sub_z, step)
         typical = reference.pow(2).mean().sqrt().clamp_min(1e-12)
         worst = float((score - reference).abs().max() / typical)
@@ -190,7 +192,7 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
         run("E[t] = 0", meaning, mean_score)
 
     def information_identity():
-        if autograd_score(simulator, runs[0][0][:2], runs[0][1][:2], _rows(runs[0][2], slice(0, 2)))[0] is None:
+        if autograd_score(simulator, runs[0][0][:2], runs[0][1][:2], _rows(runs[0][2], slice(0, 2))).score is None:
             return None, "skipped: needs autograd for ∂t/∂θ"
         worst = 0.0
         for theta, x, z in runs:

@@ -75,21 +75,29 @@ def _tell_once(simulator: Simulator, reason: str) -> None:
     )
 
 
-def autograd_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor,
-                   z: Latent) -> tuple[torch.Tensor | None, str]:
-    """t(x,z|θ) ``[n, p]`` by autograd of ``joint_log_prob``, or (None, the reason it is not available)."""
+@dataclass
+class AutogradScore:
+    """log p(x,z|θ) ``[n]`` and t(x,z|θ) ``[n, p]`` by autograd; both None with ``reason`` where unavailable."""
+
+    log_prob: torch.Tensor | None
+    score: torch.Tensor | None
+    reason: str = ""
+
+
+def autograd_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z: Latent) -> AutogradScore:
+    """The joint log-prob and score by autograd of ``joint_log_prob``, or why that is not available."""
     if not simulator.differentiable:
-        return None, "differentiable = False"
+        return AutogradScore(None, None, "differentiable = False")
     theta_var = theta.detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad():
             log_prob = _checked_log_prob(simulator, theta_var, x, z)
     except RuntimeError as error:  # e.g. .numpy() on a tensor that requires grad
-        return None, f"joint_log_prob failed under autograd ({str(error).splitlines()[0]})"
+        return AutogradScore(None, None, f"joint_log_prob failed under autograd ({str(error).splitlines()[0]})")
     if not log_prob.requires_grad:
-        return None, "joint_log_prob returned a value with no autograd graph to θ"
+        return AutogradScore(None, None, "joint_log_prob returned a value with no autograd graph to θ")
     (score,) = torch.autograd.grad(log_prob.sum(), theta_var)
-    return score.to(torch.float32), ""
+    return AutogradScore(log_prob.detach().to(torch.float32), score.to(torch.float32))
 
 
 def joint_log_prob_and_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z: Latent,
@@ -98,13 +106,13 @@ def joint_log_prob_and_score(simulator: Simulator, theta: torch.Tensor, x: torch
 
     ``fd_step`` [p] is the absolute finite-difference step, used only by the fallback.
     """
-    score, reason = autograd_score(simulator, theta, x, z)
-    if score is None:
-        _tell_once(simulator, reason)
-        score = finite_difference_score(simulator, theta, x, z, fd_step)
+    result = autograd_score(simulator, theta, x, z)
+    if result.score is not None:
+        return result.log_prob, result.score
+    _tell_once(simulator, result.reason)
     with torch.no_grad():
         log_prob = _checked_log_prob(simulator, theta.detach(), x, z).to(torch.float32)
-    return log_prob, score
+    return log_prob, finite_difference_score(simulator, theta, x, z, fd_step)
 
 
 def mine(simulator: Simulator, x: torch.Tensor, z: Latent, theta0: torch.Tensor, theta1: torch.Tensor,

@@ -86,7 +86,7 @@ def sample_prior(prior, n: int, seed: int) -> torch.Tensor:
     torch Distributions draw from the global generator; it is forked so the caller's state is untouched.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         return prior.sample((n,)).to(torch.float32)
 
 

@@ -31,11 +31,12 @@ class _Batch:
     dropped: dict  # field -> rows dropped because of it
 
 
-def batch_seeds(seed: int, index: int) -> tuple[int, int]:
-    """Two independent 64-bit seeds (prior, simulator) for batch ``index``: the data depend on the seed and
-    the batch layout only, never on which worker runs a batch or in what order."""
-    prior_seed, simulator_seed = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(2, np.uint64)
-    return int(prior_seed), int(simulator_seed)
+def batch_seeds(seed: int, index: int) -> tuple[int, int, int]:
+    """Three independent 64-bit seeds for batch ``index``: the prior draws, the generator handed to
+    ``sample``, and torch's global generator (for simulators that ignore the one they are handed). The data
+    depend on the seed and the batch layout only, never on which worker runs a batch or in what order."""
+    seeds = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(3, np.uint64)
+    return int(seeds[0]), int(seeds[1]), int(seeds[2])
 
 
 def _check_output(simulator: Simulator, x, z, m: int) -> torch.Tensor:
@@ -55,14 +56,14 @@ def _check_output(simulator: Simulator, x, z, m: int) -> torch.Tensor:
 def _simulate_batch(simulator: Simulator, prior, reference, start: int, stop: int, seed: int, index: int,
                     fd_step: torch.Tensor) -> _Batch:
     m = stop - start
-    prior_seed, simulator_seed = batch_seeds(seed, index)
+    prior_seed, simulator_seed, global_seed = batch_seeds(seed, index)
     draws = sample_prior(prior, m if reference is not None else 2 * m, prior_seed)
     theta0 = draws[:m]
     theta1 = reference.expand(m, -1).clone() if reference is not None else draws[m:]
     y = (torch.arange(start, stop) % 2).to(torch.float32)  # alternate θ0 and θ1: half the rows each
     theta_run = torch.where(y[:, None] == 0, theta0, theta1)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(simulator_seed)  # simulators that draw from the global generator stay reproducible
+        torch.default_generator.manual_seed(global_seed)  # simulators using the global generator stay reproducible
         generator = torch.Generator().manual_seed(simulator_seed)
         x, z = simulator.sample(theta_run, generator=generator)
     x = _check_output(simulator, x, z, m)
@@ -74,9 +75,10 @@ def _simulate_batch(simulator: Simulator, prior, reference, start: int, stop: in
         bad_by_field["log r"] = ~torch.isfinite(joint.log_r_xz)
         bad_by_field["t"] = ~(torch.isfinite(joint.t_xz0).all(dim=1) & torch.isfinite(joint.t_xz1).all(dim=1))
     bad = torch.stack(list(bad_by_field.values())).any(dim=0)
-    keep = ~bad
-    data = AugmentedData(**{name: value[keep] for name, value in fields.items()},
-                         parameter_names=simulator.parameter_names, simulator_name=simulator.name)
+    if bad.any():
+        fields = {name: value[~bad] for name, value in fields.items()}
+    # every field is float32 of the documented shape and finite: no need to check it all again
+    data = AugmentedData._trusted(fields, tuple(simulator.parameter_names), simulator.name)
     return _Batch(data, {name: int(mask.sum()) for name, mask in bad_by_field.items()})
 
 
