@@ -1,0 +1,169 @@
+"""The Estimator base class: hyperparameters in __init__, learning in fit, one training loop, save and load."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+
+import torch
+
+from ..data import AugmentedData
+from ..simulator import as_theta_batch
+from ..training import train
+
+REGISTRY: dict[str, type] = {}
+EVALUATION_CHUNK = 65_536  # rows per forward pass when predicting
+
+
+def default_epochs(n_train: int, batch_size: int, steps: int = 6000) -> int:
+    """Enough epochs for about ``steps`` optimiser steps, between 20 and 2000 (early stopping ends most runs)."""
+    per_epoch = max(1, math.ceil(n_train / batch_size))
+    return int(min(2000, max(20, math.ceil(steps / per_epoch))))
+
+
+class Estimator:
+    """Common machinery. Subclasses set ``requires`` (the data fields they train on) and implement
+
+    - ``_describe(data) -> dict``: what is needed to rebuild the network (sizes, standardisation statistics);
+    - ``_make_model(info) -> nn.Module``;
+    - ``_tensors(data) -> dict``: the training tensors;
+    - ``_loss(batch) -> scalar``.
+    """
+
+    requires: tuple[str, ...] = ("theta0", "theta1", "y", "x")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.__name__] = cls
+
+    def __init__(self, hidden: tuple[int, ...] = (64, 64), activation: str = "silu", learning_rate: float = 1e-3,
+                 batch_size: int = 128, epochs: int | None = None, patience: int = 30, clip_grad_norm: float = 10.0,
+                 threads: int = 1):
+        self.hidden = tuple(hidden)
+        self.activation = activation
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.patience = patience
+        self.clip_grad_norm = clip_grad_norm
+        self.threads = threads
+
+    # --- hyperparameters ---------------------------------------------------------------------------------
+    def get_params(self) -> dict:
+        """The constructor arguments, read back from the attributes of the same names."""
+        names = set()
+        for cls in type(self).__mro__:
+            if cls is object:
+                continue
+            names |= {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "kwargs")}
+        return {name: getattr(self, name) for name in sorted(names)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    # --- training ----------------------------------------------------------------------------------------
+    def _check_data(self, data: AugmentedData) -> None:
+        if not isinstance(data, AugmentedData):
+            raise TypeError(f"{type(self).__name__}.fit needs sluice.AugmentedData, got {type(data).__name__}")
+        data.require(self.requires, user=type(self).__name__)
+
+    def fit(self, data: AugmentedData, epochs: int | None = None, batch_size: int | None = None,
+            validation_fraction: float = 0.2, seed: int = 0, progress: bool | None = None):
+        """Train on ``data`` (a validation part of ``validation_fraction`` is held out first); returns self."""
+        self._check_data(data)
+        batch_size = int(batch_size or self.batch_size)
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(self.threads)  # small networks train faster on one thread (DESIGN.md)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                training, validation = data.split(validation_fraction, seed) if validation_fraction else (data, None)
+                self.parameter_names_ = data.parameter_names
+                self.info_ = self._describe(training)
+                self.model_ = self._make_model(self.info_)
+                self._prepare(training)
+                epochs = int(epochs or self.epochs or default_epochs(len(training), batch_size))
+                self.history_ = train(
+                    self.model_, self._loss, self._tensors(training),
+                    self._tensors(validation) if validation is not None else None,
+                    epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=self.patience,
+                    clip_grad_norm=self.clip_grad_norm, seed=seed, progress=progress,
+                    description=f"training {type(self).__name__}")
+                self._after_fit(training)
+        finally:
+            torch.set_num_threads(previous_threads)
+        return self
+
+    def _prepare(self, training: AugmentedData) -> None:
+        """Hook: statistics the loss needs (e.g. the variance of t), computed on the training part."""
+
+    def _after_fit(self, training: AugmentedData) -> None:
+        """Hook: work after the network is trained (e.g. SALLY's density in t̂-space)."""
+
+    # --- prediction helpers -------------------------------------------------------------------------------
+    def _require_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet: call fit(data) first")
+
+    def _inputs(self, x, *thetas):
+        """x as float32 [n, ...] and each θ as [n, p] (a [p] vector is broadcast)."""
+        self._require_fitted()
+        x = torch.as_tensor(x, dtype=torch.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        p = len(self.parameter_names_)
+        return (x,) + tuple(as_theta_batch(theta, x.shape[0], p).to(torch.float32) for theta in thetas)
+
+    @staticmethod
+    def _chunked(function, *tensors) -> torch.Tensor:
+        n = tensors[0].shape[0]
+        parts = [function(*(t[i:i + EVALUATION_CHUNK] for t in tensors)) for i in range(0, n, EVALUATION_CHUNK)]
+        return torch.cat(parts) if parts else torch.empty(0)
+
+    # --- storage ------------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        self._require_fitted()
+        return {"estimator": type(self).__name__, "params": self.get_params(), "info": self.info_,
+                "parameter_names": list(self.parameter_names_), "model": self.model_.state_dict()}
+
+    def save(self, path, overwrite: bool = False) -> None:
+        """Write the fitted estimator to ``path`` (refusing to replace a file unless ``overwrite``)."""
+        save_state(self._state(), path, overwrite)
+
+    @classmethod
+    def _from_state(cls, state: dict):
+        estimator = cls(**state["params"])
+        estimator.parameter_names_ = tuple(state["parameter_names"])
+        estimator.info_ = state["info"]
+        estimator.model_ = estimator._make_model(state["info"])
+        estimator.model_.load_state_dict(state["model"])
+        estimator.model_.eval()
+        estimator._restore(state)
+        return estimator
+
+    def _restore(self, state: dict) -> None:
+        """Hook: restore what ``_state`` added beyond the network."""
+
+
+def save_state(state: dict, path, overwrite: bool) -> None:
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    temporary = path + ".partial"
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def load(path):
+    """Load an estimator or ensemble written by ``save``."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such model file: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable sluice model (truncated or corrupt?): {error}") from None
+    if not isinstance(state, dict) or state.get("estimator") not in REGISTRY:
+        raise ValueError(f"{path} is not a sluice model file")
+    return REGISTRY[state["estimator"]]._from_state(state)

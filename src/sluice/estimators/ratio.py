@@ -1,0 +1,146 @@
+"""Likelihood-ratio estimators: CARL, ROLR, ALICE and their score-augmented forms CASCAL, RASCAL, ALICES.
+
+All share one network, log r̂(x|θ0,θ1) = g(x,θ0) − g(x,θ1), and differ only in the loss (REFERENCE.md §2).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import losses
+from ..data import AugmentedData
+from ..nets import Potential, Standardize
+from .base import Estimator
+
+
+class RatioEstimator(Estimator):
+    """Base of the ratio family. ``alpha`` weighs the score term; with ``scale_free`` (the default) the term
+    is Σ_j (t̂_j − t_j)² / Var(t_j), dimensionless, so α = 1 means "as much as the classification loss"
+    whatever the units of θ; otherwise it is measured in standardised θ units, Σ_j σ_θj² (t̂_j − t_j)².
+    Targets are clipped: |log r(x,z)| ≤ ``clip_log_r``; |t_j| ≤ ``clip_score`` standard deviations of t_j.
+    """
+
+    uses_ratio = False
+    uses_score = False
+
+    def __init__(self, alpha: float = 1.0, scale_free: bool = True, clip_log_r: float = 20.0,
+                 clip_score: float | None = 50.0, **common):
+        super().__init__(**common)
+        self.alpha = alpha
+        self.scale_free = scale_free
+        self.clip_log_r = clip_log_r
+        self.clip_score = clip_score
+
+    @property
+    def requires(self):
+        fields = ("theta0", "theta1", "y", "x")
+        fields += ("log_r_xz",) if self.uses_ratio else ()
+        return fields + (("t_xz0", "t_xz1") if self.uses_score else ())
+
+    def _describe(self, data: AugmentedData) -> dict:
+        theta = torch.cat([data.theta0, data.theta1])
+        return {"x": Standardize.fit(data.x).state_dict(), "theta": Standardize.fit(theta).state_dict()}
+
+    def _make_model(self, info: dict) -> Potential:
+        scales = [Standardize(state["mean"], state["std"]) for state in (info["x"], info["theta"])]
+        return Potential(*scales, self.hidden, self.activation)
+
+    def _prepare(self, training: AugmentedData) -> None:
+        if not self.uses_score:
+            return
+        t = torch.cat([training.t_xz0[training.y == 0], training.t_xz1[training.y == 1]])
+        spread = t.std(dim=0) if t.shape[0] > 1 else torch.ones(t.shape[1])
+        self._t_bound = None if self.clip_score is None else self.clip_score * spread.clamp_min(1e-12)
+        theta_std = self.model_.theta_scale.std
+        self._score_weight = 1.0 / spread.clamp_min(1e-12) ** 2 if self.scale_free else theta_std**2
+
+    def _tensors(self, data: AugmentedData) -> dict:
+        tensors = {"x": data.x, "theta0": data.theta0, "theta1": data.theta1, "y": data.y}
+        if self.uses_ratio:
+            tensors["log_r_xz"] = data.log_r_xz.clamp(-self.clip_log_r, self.clip_log_r)
+        if self.uses_score:
+            bound = self._t_bound
+            tensors["t_xz0"] = data.t_xz0 if bound is None else torch.maximum(torch.minimum(data.t_xz0, bound), -bound)
+            tensors["t_xz1"] = data.t_xz1 if bound is None else torch.maximum(torch.minimum(data.t_xz1, bound), -bound)
+        return tensors
+
+    def _base_loss(self, log_r_hat: torch.Tensor, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        theta0, theta1 = batch["theta0"], batch["theta1"]
+        if self.uses_score:
+            theta0, theta1 = theta0.clone().requires_grad_(True), theta1.clone().requires_grad_(True)
+        with torch.enable_grad():
+            g0, g1 = self.model_(batch["x"], theta0), self.model_(batch["x"], theta1)
+            loss = self._base_loss(g0 - g1, batch)
+            if self.uses_score:
+                grad0, grad1 = torch.autograd.grad(g0.sum() + g1.sum(), (theta0, theta1), create_graph=True)
+                y = batch["y"]
+                # ∇θ0 log r̂ = ∇g(x,θ0) against t(x,z|θ0) where x came from θ0; the mirror term at θ1
+                loss = loss + self.alpha * (
+                    losses.score_loss(grad0, batch["t_xz0"], mask=1.0 - y, weight=self._score_weight)
+                    + losses.score_loss(grad1, batch["t_xz1"], mask=y, weight=self._score_weight))
+        return loss
+
+    # --- predictions ----------------------------------------------------------------------------------------
+    def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
+        """log r̂(x | θ0, θ1) [n]."""
+        x, theta0, theta1 = self._inputs(x, theta0, theta1)
+        with torch.no_grad():
+            return self._chunked(lambda a, b, c: self.model_(a, b) - self.model_(a, c), x, theta0, theta1)
+
+    def score(self, x, theta) -> torch.Tensor:
+        """t̂(x|θ) = ∇θ log r̂(x|θ, θ1) = ∇θ g(x, θ) [n, p]."""
+        x, theta = self._inputs(x, theta)
+
+        def gradient(x_part, theta_part):
+            theta_part = theta_part.clone().requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self.model_(x_part, theta_part).sum(), theta_part)
+            return grad
+
+        return self._chunked(gradient, x, theta)
+
+
+class CARL(RatioEstimator):
+    """Calibrated classifier: cross-entropy between x from θ0 and from θ1 (black box: x, θ0, θ1, y)."""
+
+    def _base_loss(self, log_r_hat, batch):
+        return losses.carl_loss(log_r_hat, batch["y"])
+
+
+class ROLR(RatioEstimator):
+    """Regression on the joint likelihood ratio r(x,z|θ0,θ1)."""
+
+    uses_ratio = True
+
+    def _base_loss(self, log_r_hat, batch):
+        return losses.rolr_loss(log_r_hat, batch["log_r_xz"], batch["y"], clip=self.clip_log_r)
+
+
+class ALICE(RatioEstimator):
+    """Cross-entropy against the soft labels 1/(1 + r(x,z|θ0,θ1)): bounded targets, the robust default."""
+
+    uses_ratio = True
+
+    def _base_loss(self, log_r_hat, batch):
+        return losses.alice_loss(log_r_hat, batch["log_r_xz"], clip=self.clip_log_r)
+
+
+class CASCAL(CARL):
+    """CARL plus the joint-score term α Σ (t̂ − t(x,z))²."""
+
+    uses_score = True
+
+
+class RASCAL(ROLR):
+    """ROLR plus the joint-score term."""
+
+    uses_score = True
+
+
+class ALICES(ALICE):
+    """ALICE plus the joint-score term."""
+
+    uses_score = True

@@ -1,0 +1,117 @@
+"""The one training loop: Adam, a decaying learning rate, mini-batches, early stopping on held-out data."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+__all__ = ["TrainingHistory", "NonFiniteLossError", "train"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss stayed NaN or inf: the data hold extreme targets or the learning rate is too high."""
+
+
+@dataclass
+class TrainingHistory:
+    train_loss: list = field(default_factory=list)
+    validation_loss: list = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+    skipped_batches: int = 0
+    seconds: float = 0.0
+
+
+def _batches(tensors: dict, order: torch.Tensor, batch_size: int):
+    for start in range(0, order.numel(), batch_size):
+        rows = order[start:start + batch_size]
+        yield {name: value[rows] for name, value in tensors.items()}
+
+
+def _mean_loss(loss_fn, tensors: dict, batch_size: int) -> float:
+    """The loss over all rows of ``tensors`` (score terms need autograd, so no no_grad here)."""
+    n = next(iter(tensors.values())).shape[0]
+    total = 0.0
+    for batch in _batches(tensors, torch.arange(n), batch_size):
+        rows = next(iter(batch.values())).shape[0]
+        total += float(loss_fn(batch).detach()) * rows
+    return total / n
+
+
+def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tensors: dict, validation_tensors: dict | None,
+          *, epochs: int, batch_size: int, learning_rate: float = 1e-3, final_learning_rate: float = 1e-5,
+          patience: int = 30, clip_grad_norm: float = 10.0, seed: int = 0, progress: bool | None = None,
+          description: str = "training") -> TrainingHistory:
+    """Minimise ``loss_fn(batch)`` over ``train_tensors`` (a dict of tensors with a common first dimension).
+
+    Adam with the learning rate decaying exponentially from ``learning_rate`` to ``final_learning_rate``;
+    gradient norms clipped to ``clip_grad_norm``; a batch whose loss is NaN or inf is skipped and counted,
+    and a run whose every batch of an epoch is non-finite stops with NonFiniteLossError. With validation
+    data, training stops after ``patience`` epochs without improvement and the best weights (a deep copy
+    taken when they were best) are restored.
+    """
+    started = time.perf_counter()
+    history = TrainingHistory()
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    decay = (final_learning_rate / learning_rate) ** (1.0 / max(epochs - 1, 1))
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=decay)
+    generator = torch.Generator().manual_seed(seed)
+    n = next(iter(train_tensors.values())).shape[0]
+    best_loss, best_state, waited = math.inf, None, 0
+    bar = None
+    if progress or (progress is None and sys.stderr.isatty()):
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        task = bar.add_task(description, total=epochs)
+        bar.start()
+    try:
+        for epoch in range(epochs):
+            model.train()
+            running, counted, skipped = 0.0, 0, 0
+            for batch in _batches(train_tensors, torch.randperm(n, generator=generator), batch_size):
+                loss = loss_fn(batch)
+                if not torch.isfinite(loss):
+                    skipped += 1
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+                optimizer.step()
+                running += float(loss.detach())
+                counted += 1
+            history.skipped_batches += skipped
+            if counted == 0:
+                raise NonFiniteLossError(f"{description}: every batch of epoch {epoch} gave a NaN or inf loss; "
+                                         "check the data for extreme targets or lower the learning rate")
+            scheduler.step()
+            history.train_loss.append(running / counted)
+            model.eval()
+            current = _mean_loss(loss_fn, validation_tensors, 4 * batch_size) if validation_tensors else \
+                history.train_loss[-1]
+            history.validation_loss.append(current)
+            if current < best_loss:
+                best_loss, waited, history.best_epoch = current, 0, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                waited += 1
+                if validation_tensors and waited >= patience:
+                    history.stopped_early = True
+                    break
+            if bar is not None:
+                bar.update(task, completed=epoch + 1)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    history.seconds = time.perf_counter() - started
+    return history
