@@ -35,8 +35,10 @@ class Standardize(nn.Module):
     @classmethod
     def fit(cls, values: torch.Tensor) -> Standardize:
         flat = values.reshape(values.shape[0], -1)
-        std = flat.std(dim=0) if flat.shape[0] > 1 else torch.ones(flat.shape[1])
-        return cls(flat.mean(dim=0), torch.where(std > 0, std, torch.ones_like(std)))
+        mean = flat.mean(dim=0)
+        std = flat.std(dim=0) if flat.shape[0] > 1 else torch.zeros(flat.shape[1])
+        constant = std <= 1e-5 * (1.0 + mean.abs())  # a constant column (rounding leaves a tiny spread)
+        return cls(mean, torch.where(constant, torch.ones_like(std), std))
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
         return (values.reshape(values.shape[0], -1) - self.mean) / self.std

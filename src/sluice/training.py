@@ -45,10 +45,10 @@ def _mean_loss(loss_fn, tensors: dict, batch_size: int) -> float:
     return total / n
 
 
-def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tensors: dict, validation_tensors: dict | None,
-          *, epochs: int, batch_size: int, learning_rate: float = 1e-3, final_learning_rate: float = 1e-5,
-          patience: int = 30, clip_grad_norm: float = 10.0, seed: int = 0, progress: bool | None = None,
-          description: str = "training") -> TrainingHistory:
+def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tensors: dict,
+          validation_tensors: dict | None, *, epochs: int, batch_size: int, learning_rate: float = 1e-3,
+          final_learning_rate: float = 1e-5, patience: int = 30, clip_grad_norm: float = 10.0, seed: int = 0,
+          progress: bool | None = None, description: str = "training") -> TrainingHistory:
     """Minimise ``loss_fn(batch)`` over ``train_tensors`` (a dict of tensors with a common first dimension).
 
     Adam with the learning rate decaying exponentially from ``learning_rate`` to ``final_learning_rate``;

@@ -1,6 +1,10 @@
 """Estimators of the likelihood ratio, the score and the likelihood (REFERENCE.md §2)."""
 
 from .base import Estimator, load
+from .ensemble import Ensemble
+from .likelihood import NDE, SCANDAL
 from .ratio import ALICE, ALICES, CARL, CASCAL, RASCAL, ROLR
+from .score import SALLINO, SALLY
 
-__all__ = ["Estimator", "load", "CARL", "ROLR", "ALICE", "CASCAL", "RASCAL", "ALICES"]
+__all__ = ["Estimator", "Ensemble", "load", "CARL", "ROLR", "ALICE", "CASCAL", "RASCAL", "ALICES", "NDE", "SCANDAL",
+           "SALLY", "SALLINO"]

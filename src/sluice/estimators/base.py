@@ -56,7 +56,8 @@ class Estimator:
         for cls in type(self).__mro__:
             if cls is object:
                 continue
-            names |= {name for name in inspect.signature(cls.__init__).parameters if name not in ("self", "kwargs")}
+            names |= {name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                      if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)}
         return {name: getattr(self, name) for name in sorted(names)}
 
     def __repr__(self) -> str:
@@ -144,6 +145,28 @@ class Estimator:
 
     def _restore(self, state: dict) -> None:
         """Hook: restore what ``_state`` added beyond the network."""
+
+
+class PotentialPredictions:
+    """log r̂ and t̂ for models whose ``model_(x, θ)`` is a potential: g(x,θ) or log p̂(x|θ)."""
+
+    def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
+        """log r̂(x | θ0, θ1) = model(x, θ0) − model(x, θ1), shape [n]."""
+        x, theta0, theta1 = self._inputs(x, theta0, theta1)
+        with torch.no_grad():
+            return self._chunked(lambda a, b, c: self.model_(a, b) - self.model_(a, c), x, theta0, theta1)
+
+    def score(self, x, theta) -> torch.Tensor:
+        """t̂(x|θ) = ∇θ model(x, θ), shape [n, p]."""
+        x, theta = self._inputs(x, theta)
+
+        def gradient(x_part, theta_part):
+            theta_part = theta_part.clone().requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(self.model_(x_part, theta_part).sum(), theta_part)
+            return grad
+
+        return self._chunked(gradient, x, theta)
 
 
 def save_state(state: dict, path, overwrite: bool) -> None:

@@ -10,10 +10,10 @@ import torch
 from .. import losses
 from ..data import AugmentedData
 from ..nets import Potential, Standardize
-from .base import Estimator
+from .base import Estimator, PotentialPredictions
 
 
-class RatioEstimator(Estimator):
+class RatioEstimator(PotentialPredictions, Estimator):
     """Base of the ratio family. ``alpha`` weighs the score term; with ``scale_free`` (the default) the term
     is Σ_j (t̂_j − t_j)² / Var(t_j), dimensionless, so α = 1 means "as much as the classification loss"
     whatever the units of θ; otherwise it is measured in standardised θ units, Σ_j σ_θj² (t̂_j − t_j)².
@@ -82,25 +82,6 @@ class RatioEstimator(Estimator):
                     losses.score_loss(grad0, batch["t_xz0"], mask=1.0 - y, weight=self._score_weight)
                     + losses.score_loss(grad1, batch["t_xz1"], mask=y, weight=self._score_weight))
         return loss
-
-    # --- predictions ----------------------------------------------------------------------------------------
-    def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
-        """log r̂(x | θ0, θ1) [n]."""
-        x, theta0, theta1 = self._inputs(x, theta0, theta1)
-        with torch.no_grad():
-            return self._chunked(lambda a, b, c: self.model_(a, b) - self.model_(a, c), x, theta0, theta1)
-
-    def score(self, x, theta) -> torch.Tensor:
-        """t̂(x|θ) = ∇θ log r̂(x|θ, θ1) = ∇θ g(x, θ) [n, p]."""
-        x, theta = self._inputs(x, theta)
-
-        def gradient(x_part, theta_part):
-            theta_part = theta_part.clone().requires_grad_(True)
-            with torch.enable_grad():
-                (grad,) = torch.autograd.grad(self.model_(x_part, theta_part).sum(), theta_part)
-            return grad
-
-        return self._chunked(gradient, x, theta)
 
 
 class CARL(RatioEstimator):

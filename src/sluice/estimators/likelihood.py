@@ -1,0 +1,94 @@
+"""Likelihood estimators: NDE (maximum likelihood) and SCANDAL (plus the joint-score term).
+
+Continuous x gets a conditional neural spline flow (zuko); integer-valued x on a finite support (the
+Galton board) gets a categorical distribution whose logits are a smooth network of θ.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import losses
+from ..data import AugmentedData
+from ..nets import CategoricalLikelihood, FlowLikelihood, Standardize, looks_discrete
+from .base import Estimator, PotentialPredictions
+
+
+class NDE(PotentialPredictions, Estimator):
+    """Neural density estimation: minimise −log p̂(x|θ) over (x, θ) pairs, θ the parameter that made x.
+
+    ``density``: "auto" (categorical for integer-valued x with few distinct values, a flow otherwise),
+    "flow" or "categorical". ``transforms``: the number of spline transforms of the flow.
+    """
+
+    uses_score = False
+
+    def __init__(self, density: str = "auto", transforms: int = 3, alpha: float = 1.0, scale_free: bool = True,
+                 clip_score: float | None = 50.0, activation: str = "elu", **common):
+        super().__init__(activation=activation, **common)
+        if density not in ("auto", "flow", "categorical"):
+            raise ValueError(f"density must be 'auto', 'flow' or 'categorical', got {density!r}")
+        self.density = density
+        self.transforms = transforms
+        self.alpha = alpha
+        self.scale_free = scale_free
+        self.clip_score = clip_score
+
+    @property
+    def requires(self):
+        return ("theta0", "theta1", "y", "x") + (("t_xz0", "t_xz1") if self.uses_score else ())
+
+    def _describe(self, data: AugmentedData) -> dict:
+        discrete = looks_discrete(data.x) if self.density == "auto" else self.density == "categorical"
+        info = {"theta": Standardize.fit(data.theta).state_dict(), "discrete": discrete}
+        if discrete:
+            template = CategoricalLikelihood.for_data(data.x, Standardize.fit(data.theta), self.hidden, self.activation)
+            info.update(support=template.support, low=template.low, radix=template.radix)
+        else:
+            info["x"] = Standardize.fit(data.x).state_dict()
+        return info
+
+    def _make_model(self, info: dict):
+        theta_scale = Standardize(info["theta"]["mean"], info["theta"]["std"])
+        if info["discrete"]:
+            return CategoricalLikelihood(info["support"], info["low"], info["radix"], theta_scale, self.hidden,
+                                         self.activation)
+        x_scale = Standardize(info["x"]["mean"], info["x"]["std"])
+        return FlowLikelihood(x_scale, theta_scale, self.hidden, self.activation, self.transforms)
+
+    def _prepare(self, training: AugmentedData) -> None:
+        if self.uses_score:
+            spread = training.t_xz.std(dim=0).clamp_min(1e-12)
+            self._t_bound = None if self.clip_score is None else self.clip_score * spread
+            self._score_weight = 1.0 / spread**2 if self.scale_free else self.model_.theta_scale.std ** 2
+
+    def _tensors(self, data: AugmentedData) -> dict:
+        tensors = {"x": data.x, "theta": data.theta}
+        if self.uses_score:
+            t = data.t_xz
+            tensors["t_xz"] = t if self._t_bound is None else torch.maximum(torch.minimum(t, self._t_bound),
+                                                                            -self._t_bound)
+        return tensors
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        theta = batch["theta"].clone().requires_grad_(self.uses_score)
+        with torch.enable_grad():
+            log_p = self.model_(batch["x"], theta)
+            loss = losses.negative_log_likelihood(log_p)
+            if self.uses_score:
+                (t_hat,) = torch.autograd.grad(log_p.sum(), theta, create_graph=True)
+                loss = loss + self.alpha * losses.score_loss(t_hat, batch["t_xz"], weight=self._score_weight)
+        return loss
+
+    # --- predictions ----------------------------------------------------------------------------------------
+    def log_likelihood(self, x, theta) -> torch.Tensor:
+        """log p̂(x | θ) [n]."""
+        x, theta = self._inputs(x, theta)
+        with torch.no_grad():
+            return self._chunked(self.model_, x, theta)
+
+
+class SCANDAL(NDE):
+    """NDE plus α Σ (∇θ log p̂(x|θ) − t(x,z|θ))², the joint score at the θ that made x."""
+
+    uses_score = True

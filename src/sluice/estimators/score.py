@@ -1,0 +1,221 @@
+"""Score estimators: SALLY (t̂(x) at a reference point, then a density in t̂-space) and SALLINO (the 1-D
+statistic h = t̂(x)·(θ − θ_ref)). Both are local: exact near θ_ref, biased far from it.
+
+Density in t̂-space. With only local data (every run at θ_ref), the density of the summary at θ is the
+reference sample tilted by the local exponential family that the score defines,
+
+    p̂(t̂ | θ) ∝ p̂(t̂ | θ_ref) · exp(t̂·(θ − θ_ref)),  so  log r̂(x|θ0,θ1) = t̂(x)·(θ0 − θ1) − log Ẑ(θ0) + log Ẑ(θ1),
+
+with Ẑ(θ) = mean over the reference runs of exp(t̂(x_i)·(θ − θ_ref)). For each θ the ratio depends on x only
+through h_θ(x) = t̂(x)·(θ − θ_ref), so here SALLY and SALLINO agree. When the data also hold runs at
+other θ and x is continuous, SALLY fits a conditional flow p̂(t̂ | θ) on every run and SALLINO a 1-D
+conditional flow p̂(h_θ | θ, θ') of the statistic at θ for runs made at θ', and they differ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import losses
+from ..data import AugmentedData
+from ..nets import FlowLikelihood, ScoreNet, Standardize, looks_discrete
+from .base import Estimator
+from .likelihood import NDE
+
+REFERENCE_SAMPLE = 20_000  # summaries of reference runs kept for the tilt
+
+
+class SALLY(Estimator):
+    """Score regression at θ_ref on the runs made there: ‖t(x,z|θ_ref) − t̂(x)‖², then a density in t̂-space.
+
+    ``theta_ref``: the reference point; by default the θ1 that every row shares (``simulate(...,
+    reference=θ_ref)``) or the θ of purely local data (``prior=sluice.priors.Point(θ_ref)``).
+    ``density``: "auto" (conditional where the data allow it, see the module notes), "local" or "conditional".
+    """
+
+    requires = ("theta0", "theta1", "y", "x", "t_xz0", "t_xz1")
+
+    def __init__(self, theta_ref=None, density: str = "auto", **common):
+        super().__init__(**common)
+        if density not in ("auto", "local", "conditional"):
+            raise ValueError(f"density must be 'auto', 'local' or 'conditional', got {density!r}")
+        self.theta_ref = None if theta_ref is None else [float(v) for v in torch.as_tensor(theta_ref).reshape(-1)]
+        self.density = density
+
+    def _reference_point(self, data: AugmentedData) -> torch.Tensor:
+        if self.theta_ref is not None:
+            return torch.tensor(self.theta_ref)
+        for candidate in (data.theta1, data.theta):
+            if torch.all(candidate == candidate[0]):
+                return candidate[0].clone()
+        raise ValueError(f"{type(self).__name__} needs runs at one reference point: pass theta_ref, or simulate with "
+                         "reference=theta_ref or prior=sluice.priors.Point(theta_ref)")
+
+    def fit(self, data: AugmentedData, epochs=None, batch_size=None, validation_fraction=0.2, seed=0, progress=None):
+        """Learn t̂(x) on the runs made at θ_ref, then the density of the summary (module notes)."""
+        self._check_data(data)
+        reference = self._reference_point(data)
+        at_reference = torch.all((data.theta - reference).abs() <= 1e-6 * (1 + reference.abs()), dim=1)
+        if int(at_reference.sum()) < 20:
+            raise ValueError(f"{type(self).__name__}: only {int(at_reference.sum())} runs were made at θ_ref = "
+                             f"{reference.tolist()}; it needs local data (at least 20 runs there)")
+        self.theta_ref_ = reference
+        self._all_runs = data
+        try:
+            return super().fit(data[at_reference], epochs, batch_size, validation_fraction, seed, progress)
+        finally:
+            del self._all_runs
+
+    def _describe(self, data: AugmentedData) -> dict:
+        return {"x": Standardize.fit(data.x).state_dict(), "theta_std": Standardize.fit(self._all_runs.theta).std,
+                "theta_ref": self.theta_ref_}
+
+    def _make_model(self, info: dict) -> ScoreNet:
+        self.theta_ref_ = info["theta_ref"]
+        return ScoreNet(Standardize(info["x"]["mean"], info["x"]["std"]), info["theta_std"], self.hidden,
+                        self.activation)
+
+    def _prepare(self, training: AugmentedData) -> None:
+        self._score_weight = 1.0 / training.t_xz.std(dim=0).clamp_min(1e-12) ** 2
+
+    def _tensors(self, data: AugmentedData) -> dict:
+        return {"x": data.x, "t_xz": data.t_xz}
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        return losses.score_loss(self.model_(batch["x"]), batch["t_xz"], weight=self._score_weight)
+
+    # --- the density in summary space ------------------------------------------------------------------------
+    def _uses_conditional_density(self, data: AugmentedData) -> bool:
+        spread = not torch.all(data.theta == data.theta[0])
+        if self.density == "conditional" and (not spread or looks_discrete(data.x)):
+            raise ValueError(f"{type(self).__name__}: density='conditional' needs continuous x and runs at "
+                             "several θ")
+        return self.density != "local" and spread and not looks_discrete(data.x)
+
+    def _after_fit(self, training: AugmentedData) -> None:
+        with torch.no_grad():
+            self.reference_summaries_ = self.model_(training.x[:REFERENCE_SAMPLE])
+        everything = self._all_runs
+        self.density_ = None
+        if self._uses_conditional_density(everything):
+            self.density_ = self._fit_density(everything)
+
+    def _fit_density(self, data: AugmentedData):
+        with torch.no_grad():
+            summaries = self._chunked(self.model_, data.x)
+        summary_data = AugmentedData._trusted(dict(data.fields(), x=summaries), data.parameter_names, None)
+        return NDE(density="flow", hidden=self.hidden, epochs=self.epochs).fit(summary_data, progress=False)
+
+    def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
+        """log r̂(x | θ0, θ1) [n], from the density of t̂(x) (module notes)."""
+        x, theta0, theta1 = self._inputs(x, theta0, theta1)
+        with torch.no_grad():
+            summary = self._chunked(self.model_, x)
+        if self.density_ is not None:
+            return self.density_.log_ratio(summary, theta0, theta1)
+        return self._tilted_log_ratio(summary, theta0, theta1)
+
+    def _log_normaliser(self, theta: torch.Tensor) -> torch.Tensor:
+        """log Ẑ(θ) = log mean_i exp(t̂(x_i)·(θ − θ_ref)) over the reference runs, [n]."""
+        def one_chunk(theta_part):
+            exponent = (theta_part - self.theta_ref_) @ self.reference_summaries_.T
+            return torch.logsumexp(exponent, dim=1) - math.log(self.reference_summaries_.shape[0])
+
+        return self._chunked(one_chunk, theta)
+
+    def _tilted_log_ratio(self, summary, theta0, theta1):
+        return (summary * (theta0 - theta1)).sum(dim=1) - self._log_normaliser(theta0) + self._log_normaliser(theta1)
+
+    def score(self, x, theta=None) -> torch.Tensor:
+        """t̂(x) [n, p], the estimated score at θ_ref (``theta`` is accepted for the common signature)."""
+        x = self._inputs(x)[0]
+        with torch.no_grad():
+            return self._chunked(self.model_, x)
+
+    # --- storage -----------------------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        state = super()._state()
+        state["reference_summaries"] = self.reference_summaries_
+        state["density"] = None if self.density_ is None else self.density_._state()
+        return state
+
+    def _restore(self, state: dict) -> None:
+        self.reference_summaries_ = state["reference_summaries"]
+        self.density_ = None if state["density"] is None else self._density_class()._from_state(state["density"])
+
+    @staticmethod
+    def _density_class():
+        return NDE
+
+
+class SALLINO(SALLY):
+    """SALLY's network, then per θ the 1-D density of h_θ(x) = t̂(x)·(θ − θ_ref) (module notes):
+
+        log r̂(x|θ, θ_ref) = log p̂(h_θ(x) | θ) − log p̂(h_θ(x) | θ_ref),
+        log r̂(x|θ0, θ1)   = log r̂(x|θ0, θ_ref) − log r̂(x|θ1, θ_ref).
+    """
+
+    def _fit_density(self, data: AugmentedData):
+        with torch.no_grad():
+            summaries = self._chunked(self.model_, data.x)
+        return StatisticDensity(self.theta_ref_, hidden=self.hidden, epochs=self.epochs).fit_summaries(
+            summaries, data)
+
+    def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
+        x, theta0, theta1 = self._inputs(x, theta0, theta1)
+        with torch.no_grad():
+            summary = self._chunked(self.model_, x)
+        if self.density_ is None:
+            return self._tilted_log_ratio(summary, theta0, theta1)
+        return self.density_.log_ratio_to_reference(summary, theta0) - \
+            self.density_.log_ratio_to_reference(summary, theta1)
+
+    @staticmethod
+    def _density_class():
+        return StatisticDensity
+
+
+class StatisticDensity(Estimator):
+    """The conditional 1-D density p̂(h | θ, θ') of h = t̂(x)·(θ − θ_ref) for runs made at θ' (a flow)."""
+
+    requires = ("theta0", "theta1", "y", "x")
+
+    def __init__(self, theta_ref=None, activation: str = "elu", **common):
+        super().__init__(activation=activation, **common)
+        self.theta_ref = theta_ref if theta_ref is None else torch.as_tensor(theta_ref).reshape(-1).tolist()
+
+    def fit_summaries(self, summaries: torch.Tensor, data: AugmentedData):
+        """Fit on runs x (made at data.theta) through their summaries t̂(x)."""
+        return self.fit(AugmentedData._trusted(dict(data.fields(), x=summaries), data.parameter_names, None),
+                        progress=False)
+
+    def _describe(self, data: AugmentedData) -> dict:
+        theta = Standardize.fit(data.theta)
+        statistic = (data.x * (data.theta - torch.tensor(self.theta_ref))).sum(dim=1, keepdim=True)
+        context = Standardize(torch.cat([theta.mean, theta.mean]), torch.cat([theta.std, theta.std]))
+        return {"h": Standardize.fit(statistic).state_dict(), "context": context.state_dict()}
+
+    def _make_model(self, info: dict) -> FlowLikelihood:
+        h_scale = Standardize(info["h"]["mean"], info["h"]["std"])
+        context = Standardize(info["context"]["mean"], info["context"]["std"])
+        return FlowLikelihood(h_scale, context, self.hidden, self.activation)
+
+    def _tensors(self, data: AugmentedData) -> dict:
+        return {"summary": data.x, "theta_made": data.theta}
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        # the statistic's θ is drawn afresh for every batch from the θ of the runs: h_θ for runs made at θ'
+        theta_made = batch["theta_made"]
+        theta_statistic = theta_made[torch.randperm(theta_made.shape[0])]
+        h = (batch["summary"] * (theta_statistic - torch.tensor(self.theta_ref))).sum(dim=1, keepdim=True)
+        return losses.negative_log_likelihood(self.model_(h, torch.cat([theta_statistic, theta_made], dim=1)))
+
+    def log_ratio_to_reference(self, summary: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """log p̂(h_θ | θ, θ) − log p̂(h_θ | θ, θ_ref) [n]."""
+        reference = torch.tensor(self.theta_ref).expand_as(theta)
+        h = (summary * (theta - reference)).sum(dim=1, keepdim=True)
+        with torch.no_grad():
+            return self.model_(h, torch.cat([theta, theta], dim=1)) - self.model_(h, torch.cat([theta, reference],
+                                                                                                 dim=1))
