@@ -117,6 +117,31 @@ def check(simulator, prior, n, seed):
 
 
 @main.command()
+@click.argument("name", type=click.Choice(["galton", "mixture"]))
+@click.option("--budgets", default="200,1000,10000", show_default=True, help="Training simulations, comma-separated.")
+@click.option("--seeds", type=int, default=5, show_default=True, help="Seeds per method and budget.")
+@click.option("--methods", default=None, help="Comma-separated estimator names (default: all ten).")
+@click.option("--out", "out_dir", default="benchmark-results", show_default=True, help="Folder for CSV, table, plot.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Processes running fits at once.")
+@one_line_errors
+def benchmark(name, budgets, seeds, methods, out_dir, workers):
+    """Sample efficiency of every method against the exact likelihood (CSV, Markdown table, PNG plot).
+
+    Rows already in OUT/NAME.csv are kept and skipped, so an interrupted run resumes.
+    """
+    from .benchmarks import sample_efficiency
+
+    chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS
+    unknown = sorted(set(chosen) - set(sample_efficiency.METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {list(sample_efficiency.METHODS)}")
+    sizes = tuple(int(v) for v in parse_vector(budgets))
+    rows = sample_efficiency.run(name, chosen, sizes, seeds, out_dir, workers=workers,
+                                 report=lambda line: click.echo(line, err=True))
+    click.echo(sample_efficiency.report_files(name, rows, out_dir))
+
+
+@main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
 @one_line_errors
 def info(path):

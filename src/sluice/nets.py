@@ -118,12 +118,12 @@ class CategoricalLikelihood(nn.Module):
         return (offset.clamp_min(0) * strides).sum(dim=1), valid
 
     @classmethod
-    def for_data(cls, x: torch.Tensor, theta_scale: Standardize, hidden, activation, margin: float = 0.1):
+    def for_data(cls, x: torch.Tensor, theta_scale: Standardize, hidden, activation, margin: float = 0.5):
         """The support seen in ``x``; a 1-D x gets every integer in its range, widened by ``margin`` of it."""
         flat = torch.round(x.reshape(x.shape[0], -1)).long()
         low, high = flat.min(dim=0).values, flat.max(dim=0).values
         if flat.shape[1] == 1:
-            pad = max(2, int(round(margin * float(high - low))))
+            pad = max(3, int(round(margin * float(high - low))))
             low, high = low - pad, high + pad
             support = torch.arange(0, int(high - low) + 1)
         else:

@@ -60,8 +60,9 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
     started = time.perf_counter()
     history = TrainingHistory()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    decay = (final_learning_rate / learning_rate) ** (1.0 / max(epochs - 1, 1))
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=decay)
+    # halve the learning rate whenever the held-out loss stalls for a third of the patience
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3),
+                                                           min_lr=final_learning_rate)
     generator = torch.Generator().manual_seed(seed)
     n = next(iter(train_tensors.values())).shape[0]
     best_loss, best_state, waited = math.inf, None, 0
@@ -91,12 +92,12 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
             if counted == 0:
                 raise NonFiniteLossError(f"{description}: every batch of epoch {epoch} gave a NaN or inf loss; "
                                          "check the data for extreme targets or lower the learning rate")
-            scheduler.step()
             history.train_loss.append(running / counted)
             model.eval()
             current = _mean_loss(loss_fn, validation_tensors, 4 * batch_size) if validation_tensors else \
                 history.train_loss[-1]
             history.validation_loss.append(current)
+            scheduler.step(current)
             if current < best_loss:
                 best_loss, waited, history.best_epoch = current, 0, epoch
                 best_state = copy.deepcopy(model.state_dict())

@@ -38,7 +38,8 @@ class Estimator:
         REGISTRY[cls.__name__] = cls
 
     def __init__(self, hidden: tuple[int, ...] = (64, 64), activation: str = "silu", learning_rate: float = 1e-3,
-                 batch_size: int = 128, epochs: int | None = None, patience: int = 30, clip_grad_norm: float = 10.0,
+                 batch_size: int = 128, epochs: int | None = None, patience: int | None = None,
+                 clip_grad_norm: float = 10.0,
                  threads: int = 1):
         self.hidden = tuple(hidden)
         self.activation = activation
@@ -85,10 +86,11 @@ class Estimator:
                 self.model_ = self._make_model(self.info_)
                 self._prepare(training)
                 epochs = int(epochs or self.epochs or default_epochs(len(training), batch_size))
+                patience = self.patience or max(20, epochs // 10)  # about 600 optimiser steps by default
                 self.history_ = train(
                     self.model_, self._loss, self._tensors(training),
                     self._tensors(validation) if validation is not None else None,
-                    epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=self.patience,
+                    epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=patience,
                     clip_grad_norm=self.clip_grad_norm, seed=seed, progress=progress,
                     description=f"training {type(self).__name__}")
                 self._after_fit(training)

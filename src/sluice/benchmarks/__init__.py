@@ -1,0 +1,5 @@
+"""Benchmarks against exact likelihoods: tasks and the sample-efficiency study."""
+
+from .tasks import TASKS, GaltonTask, MixtureTask
+
+__all__ = ["TASKS", "GaltonTask", "MixtureTask"]
