@@ -1,0 +1,170 @@
+"""Every estimator of the family: it learns log r on the Galton board and the mixture, round-trips through
+save/load, and refuses data that lack the fields it needs."""
+
+import pytest
+import torch
+
+import sluice
+from sluice.benchmarks import GaltonTask, MixtureTask
+from sluice.benchmarks.sample_efficiency import METHODS
+
+AUGMENTED = [m for m in METHODS if m not in ("CARL", "NDE")]
+N_TRAIN = {"galton": 3000, "mixture": 3000}
+
+
+@pytest.fixture(scope="module")
+def galton():
+    return GaltonTask()
+
+
+@pytest.fixture(scope="module")
+def mixture():
+    return MixtureTask(n_pairs=1000)
+
+
+@pytest.fixture(scope="module")
+def fitted(galton, mixture):
+    """Each method fitted once per task with its defaults (small budgets, fixed seeds)."""
+    models = {}
+    for task in (galton, mixture):
+        for method in METHODS:
+            data = task.training_data(method, N_TRAIN[task.name], seed=0)
+            models[task.name, method] = getattr(sluice.estimators, method)().fit(data, seed=0, epochs=60)
+    return models
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_clearly_beats_the_trivial_ratio_on_galton(fitted, galton, method):
+    error = galton.error(fitted["galton", method])
+    assert error < 0.25 * galton.trivial_error(), f"{method}: MSE {error:.4f} vs trivial {galton.trivial_error():.4f}"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_clearly_beats_the_trivial_ratio_on_the_mixture(fitted, mixture, method):
+    error = mixture.error(fitted["mixture", method])
+    assert error < 0.5 * mixture.trivial_error(), f"{method}: nMSE {error:.3f} vs trivial {mixture.trivial_error():.3f}"
+
+
+def test_augmented_methods_beat_black_box_at_equal_budget_on_galton(fitted, galton):
+    best_black_box = min(galton.error(fitted["galton", m]) for m in ("CARL", "NDE"))
+    for method in ("ALICES", "CASCAL", "SCANDAL"):
+        assert galton.error(fitted["galton", method]) < best_black_box, method
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in ("SALLY", "SALLINO")])
+def test_log_ratio_is_antisymmetric_and_zero_on_the_diagonal(fitted, mixture, method):
+    estimator = fitted["mixture", method]
+    x, a, b = mixture.x[:50], mixture.theta0[:50], mixture.theta1[:50]
+    assert torch.allclose(estimator.log_ratio(x, a, b), -estimator.log_ratio(x, b, a), atol=1e-5)
+    assert torch.allclose(estimator.log_ratio(x, a, a), torch.zeros(50), atol=1e-5)
+
+
+def test_learned_score_approximates_the_exact_score(fitted):
+    board = sluice.simulators.GaltonBoard()
+    x = torch.arange(8.0, 23.0)[:, None]
+    theta = torch.full((len(x), 1), -0.7, dtype=torch.float64, requires_grad=True)
+    (exact,) = torch.autograd.grad(board.log_likelihood(theta, x).sum(), theta)
+    for method in ("ALICES", "SCANDAL", "SALLY"):
+        learned = fitted["galton", method].score(x, torch.tensor([-0.7]))
+        relative = float(((learned - exact.float()) ** 2).mean() / (exact.float() ** 2).mean())
+        assert relative < 0.05, f"{method}: relative squared error of the score {relative:.3f}"
+
+
+def test_likelihood_methods_give_normalised_discrete_likelihoods(fitted):
+    support = torch.arange(-20.0, 51.0)[:, None]
+    for method in ("NDE", "SCANDAL"):
+        total = fitted["galton", method].log_likelihood(support, torch.tensor([-0.7])).exp().sum()
+        assert abs(float(total) - 1.0) < 1e-4
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_save_and_load_give_identical_outputs(fitted, mixture, tmp_path, method):
+    estimator = fitted["mixture", method]
+    estimator.save(tmp_path / "model.pt")
+    again = sluice.load(tmp_path / "model.pt")
+    assert type(again) is type(estimator)
+    x, a, b = mixture.x[:40], mixture.theta0[:40], mixture.theta1[:40]
+    assert torch.equal(again.log_ratio(x, a, b), estimator.log_ratio(x, a, b))
+    assert torch.equal(again.score(x, a), estimator.score(x, a))
+    if hasattr(estimator, "log_likelihood"):
+        assert torch.equal(again.log_likelihood(x, a), estimator.log_likelihood(x, a))
+
+
+def test_ensemble_averages_and_round_trips(fitted, galton, tmp_path):
+    members = [fitted["galton", m] for m in ("ALICES", "CASCAL", "RASCAL")]
+    ensemble = sluice.estimators.Ensemble(members)
+    x, a, b = galton.x, torch.tensor([-0.8]), torch.tensor([-0.6])
+    stacked = torch.stack([m.log_ratio(x, a, b) for m in members])
+    mean, spread = ensemble.log_ratio_with_uncertainty(x, a, b)
+    assert torch.allclose(mean, stacked.mean(dim=0)) and torch.allclose(spread, stacked.std(dim=0))
+    assert torch.all(spread > 0)
+    ensemble.save(tmp_path / "ensemble.pt")
+    assert torch.equal(sluice.load(tmp_path / "ensemble.pt").log_ratio(x, a, b), mean)
+
+
+def test_ensemble_fit_uses_a_seed_per_member(galton):
+    data = galton.training_data("ALICES", 300, seed=0)
+    ensemble = sluice.estimators.Ensemble([sluice.estimators.ALICES(), sluice.estimators.ALICES()]).fit(data, epochs=3)
+    first, second = (m.log_ratio(galton.x, torch.tensor([-0.8]), torch.tensor([-0.6])) for m in ensemble.estimators)
+    assert not torch.equal(first, second)
+
+
+def test_the_same_seed_gives_the_same_estimator(galton):
+    data = galton.training_data("ALICES", 400, seed=0)
+    first = sluice.estimators.ALICES().fit(data, seed=3, epochs=5)
+    second = sluice.estimators.ALICES().fit(data, seed=3, epochs=5)
+    x, a, b = galton.x, torch.tensor([-0.8]), torch.tensor([-0.6])
+    assert torch.equal(first.log_ratio(x, a, b), second.log_ratio(x, a, b))
+
+
+def test_galton_likelihood_is_categorical_and_mixture_a_flow(fitted):
+    assert type(fitted["galton", "NDE"].model_).__name__ == "CategoricalLikelihood"
+    assert type(fitted["mixture", "SCANDAL"].model_).__name__ == "FlowLikelihood"
+
+
+@pytest.mark.parametrize("method, field", [("SCANDAL", "t_xz0"), ("ALICES", "log_r_xz"), ("ROLR", "log_r_xz"),
+                                           ("CASCAL", "t_xz0"), ("SALLY", "t_xz0"), ("RASCAL", "log_r_xz")])
+def test_missing_joint_fields_are_named(method, field):
+    data = sluice.simulate(sluice.simulators.GaltonBoard(), sluice.priors.Point([-0.7]), 100, seed=0)
+    black_box = sluice.AugmentedData(theta0=data.theta0, theta1=data.theta1, y=data.y, x=data.x)
+    with pytest.raises(ValueError, match=f"{method} needs .*'{field}'"):
+        getattr(sluice.estimators, method)().fit(black_box)
+
+
+def test_black_box_methods_train_on_black_box_data():
+    data = sluice.simulate(sluice.simulators.GaltonBoard(), sluice.priors.BoxUniform([-1.0], [-0.4]), 300, seed=0)
+    black_box = sluice.AugmentedData(theta0=data.theta0, theta1=data.theta1, y=data.y, x=data.x)
+    for method in ("CARL", "NDE"):
+        getattr(sluice.estimators, method)().fit(black_box, epochs=2)
+
+
+def test_sally_needs_runs_at_its_reference_point():
+    board = sluice.simulators.GaltonBoard()
+    data = sluice.simulate(board, board.default_prior(), 200, seed=0)
+    with pytest.raises(ValueError, match="needs runs at one reference point"):
+        sluice.estimators.SALLY().fit(data)
+    with pytest.raises(ValueError, match="only 0 runs were made at θ_ref"):
+        sluice.estimators.SALLY(theta_ref=[-0.123]).fit(data)
+
+
+def test_misuse_gets_clear_errors(tmp_path):
+    with pytest.raises(TypeError, match="needs sluice.AugmentedData"):
+        sluice.estimators.CARL().fit({"x": torch.zeros(3)})
+    with pytest.raises(RuntimeError, match="not fitted yet"):
+        sluice.estimators.ALICES().log_ratio(torch.zeros(3, 1), torch.zeros(1), torch.zeros(1))
+    with pytest.raises(ValueError, match="unknown activation"):
+        sluice.estimators.CARL(activation="swish").fit(
+            sluice.simulate(sluice.simulators.GaltonBoard(), sluice.priors.Point([-0.7]), 50, reference=[-0.6]))
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a readable sluice model"):
+        sluice.load(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        sluice.load(tmp_path / "absent.pt")
+
+
+def test_save_refuses_to_overwrite(tmp_path, fitted):
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"user's file")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        fitted["galton", "CARL"].save(path)
+    assert path.read_bytes() == b"user's file"
