@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -20,6 +21,25 @@ def default_epochs(n_train: int, batch_size: int, steps: int = 6000) -> int:
     """Enough epochs for about ``steps`` optimiser steps, between 20 and 2000 (early stopping ends most runs)."""
     per_epoch = max(1, math.ceil(n_train / batch_size))
     return int(min(2000, max(20, math.ceil(steps / per_epoch))))
+
+
+@dataclass
+class ScoreTarget:
+    """How joint-score targets enter a loss: clipped to ±``bound`` and weighted per component by ``weight``."""
+
+    bound: torch.Tensor | None
+    weight: torch.Tensor
+
+    @classmethod
+    def from_training(cls, t_xz: torch.Tensor, theta_std: torch.Tensor, scale_free: bool,
+                      clip_score: float | None) -> ScoreTarget:
+        """Weights 1/Var(t_j) (scale free) or σ_θj² (standardised θ units); bound ``clip_score``·std(t_j)."""
+        spread = (t_xz.std(dim=0) if t_xz.shape[0] > 1 else torch.ones(t_xz.shape[1])).clamp_min(1e-12)
+        return cls(None if clip_score is None else clip_score * spread,
+                   1.0 / spread**2 if scale_free else theta_std.detach() ** 2)
+
+    def clip(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.bound is None else torch.clamp(t, -self.bound, self.bound)
 
 
 class Estimator:

@@ -11,7 +11,7 @@ import torch
 from .. import losses
 from ..data import AugmentedData
 from ..nets import CategoricalLikelihood, FlowLikelihood, Standardize, looks_discrete
-from .base import Estimator, PotentialPredictions
+from .base import Estimator, PotentialPredictions, ScoreTarget
 
 
 class NDE(PotentialPredictions, Estimator):
@@ -58,16 +58,13 @@ class NDE(PotentialPredictions, Estimator):
 
     def _prepare(self, training: AugmentedData) -> None:
         if self.uses_score:
-            spread = training.t_xz.std(dim=0).clamp_min(1e-12)
-            self._t_bound = None if self.clip_score is None else self.clip_score * spread
-            self._score_weight = 1.0 / spread**2 if self.scale_free else self.model_.theta_scale.std ** 2
+            self._target = ScoreTarget.from_training(training.t_xz, self.model_.theta_scale.std, self.scale_free,
+                                                     self.clip_score)
 
     def _tensors(self, data: AugmentedData) -> dict:
         tensors = {"x": data.x, "theta": data.theta}
         if self.uses_score:
-            t = data.t_xz
-            tensors["t_xz"] = t if self._t_bound is None else torch.maximum(torch.minimum(t, self._t_bound),
-                                                                            -self._t_bound)
+            tensors["t_xz"] = self._target.clip(data.t_xz)
         return tensors
 
     def _loss(self, batch: dict) -> torch.Tensor:
@@ -77,7 +74,7 @@ class NDE(PotentialPredictions, Estimator):
             loss = losses.negative_log_likelihood(log_p)
             if self.uses_score:
                 (t_hat,) = torch.autograd.grad(log_p.sum(), theta, create_graph=True)
-                loss = loss + self.alpha * losses.score_loss(t_hat, batch["t_xz"], weight=self._score_weight)
+                loss = loss + self.alpha * losses.score_loss(t_hat, batch["t_xz"], weight=self._target.weight)
         return loss
 
     # --- predictions ----------------------------------------------------------------------------------------

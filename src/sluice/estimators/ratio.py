@@ -10,7 +10,7 @@ import torch
 from .. import losses
 from ..data import AugmentedData
 from ..nets import Potential, Standardize
-from .base import Estimator, PotentialPredictions
+from .base import Estimator, PotentialPredictions, ScoreTarget
 
 
 class RatioEstimator(PotentialPredictions, Estimator):
@@ -46,22 +46,16 @@ class RatioEstimator(PotentialPredictions, Estimator):
         return Potential(*scales, self.hidden, self.activation)
 
     def _prepare(self, training: AugmentedData) -> None:
-        if not self.uses_score:
-            return
-        t = torch.cat([training.t_xz0[training.y == 0], training.t_xz1[training.y == 1]])
-        spread = t.std(dim=0) if t.shape[0] > 1 else torch.ones(t.shape[1])
-        self._t_bound = None if self.clip_score is None else self.clip_score * spread.clamp_min(1e-12)
-        theta_std = self.model_.theta_scale.std
-        self._score_weight = 1.0 / spread.clamp_min(1e-12) ** 2 if self.scale_free else theta_std**2
+        if self.uses_score:
+            self._target = ScoreTarget.from_training(training.t_xz, self.model_.theta_scale.std, self.scale_free,
+                                                     self.clip_score)
 
     def _tensors(self, data: AugmentedData) -> dict:
         tensors = {"x": data.x, "theta0": data.theta0, "theta1": data.theta1, "y": data.y}
         if self.uses_ratio:
             tensors["log_r_xz"] = data.log_r_xz.clamp(-self.clip_log_r, self.clip_log_r)
         if self.uses_score:
-            bound = self._t_bound
-            tensors["t_xz0"] = data.t_xz0 if bound is None else torch.maximum(torch.minimum(data.t_xz0, bound), -bound)
-            tensors["t_xz1"] = data.t_xz1 if bound is None else torch.maximum(torch.minimum(data.t_xz1, bound), -bound)
+            tensors["t_xz0"], tensors["t_xz1"] = self._target.clip(data.t_xz0), self._target.clip(data.t_xz1)
         return tensors
 
     def _base_loss(self, log_r_hat: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -79,8 +73,8 @@ class RatioEstimator(PotentialPredictions, Estimator):
                 y = batch["y"]
                 # ∇θ0 log r̂ = ∇g(x,θ0) against t(x,z|θ0) where x came from θ0; the mirror term at θ1
                 loss = loss + self.alpha * (
-                    losses.score_loss(grad0, batch["t_xz0"], mask=1.0 - y, weight=self._score_weight)
-                    + losses.score_loss(grad1, batch["t_xz1"], mask=y, weight=self._score_weight))
+                    losses.score_loss(grad0, batch["t_xz0"], mask=1.0 - y, weight=self._target.weight)
+                    + losses.score_loss(grad1, batch["t_xz1"], mask=y, weight=self._target.weight))
         return loss
 
 

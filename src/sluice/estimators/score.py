@@ -21,7 +21,7 @@ import torch
 from .. import losses
 from ..data import AugmentedData
 from ..nets import FlowLikelihood, ScoreNet, Standardize, looks_discrete
-from .base import Estimator
+from .base import Estimator, ScoreTarget
 from .likelihood import NDE
 
 REFERENCE_SAMPLE = 20_000  # summaries of reference runs kept for the tilt
@@ -78,13 +78,13 @@ class SALLY(Estimator):
                         self.activation)
 
     def _prepare(self, training: AugmentedData) -> None:
-        self._score_weight = 1.0 / training.t_xz.std(dim=0).clamp_min(1e-12) ** 2
+        self._target = ScoreTarget.from_training(training.t_xz, self.model_.theta_std, True, None)
 
     def _tensors(self, data: AugmentedData) -> dict:
         return {"x": data.x, "t_xz": data.t_xz}
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        return losses.score_loss(self.model_(batch["x"]), batch["t_xz"], weight=self._score_weight)
+        return losses.score_loss(self.model_(batch["x"]), batch["t_xz"], weight=self._target.weight)
 
     # --- the density in summary space ------------------------------------------------------------------------
     def _uses_conditional_density(self, data: AugmentedData) -> bool:
