@@ -77,12 +77,16 @@ class FlowLikelihood(nn.Module):
     """log p̂(x|θ) from a conditional neural spline flow (zuko) on standardised x, with the Jacobian of the
     standardisation added back so the density is in x's own units. Smooth activations (ELU) keep ∇θ exact."""
 
-    def __init__(self, x_scale: Standardize, theta_scale: Standardize, hidden, activation, transforms: int = 3):
+    def __init__(self, x_scale: Standardize, theta_scale: Standardize, hidden, activation, transforms: int = 3,
+                 flow: str = "nsf"):
         super().__init__()
         import zuko
 
+        families = {"nsf": zuko.flows.NSF, "maf": zuko.flows.MAF}
+        if flow not in families:
+            raise ValueError(f"unknown flow {flow!r}; choose one of {sorted(families)}")
         self.x_scale, self.theta_scale = x_scale, theta_scale
-        self.flow = zuko.flows.NSF(features=x_scale.mean.numel(), context=theta_scale.mean.numel(),
+        self.flow = families[flow](features=x_scale.mean.numel(), context=theta_scale.mean.numel(),
                                    transforms=transforms, hidden_features=tuple(hidden),
                                    activation=activation_class(activation))
 

@@ -18,17 +18,20 @@ class NDE(PotentialPredictions, Estimator):
     """Neural density estimation: minimise −log p̂(x|θ) over (x, θ) pairs, θ the parameter that made x.
 
     ``density``: "auto" (categorical for integer-valued x with few distinct values, a flow otherwise),
-    "flow" or "categorical". ``transforms``: the number of spline transforms of the flow.
+    "flow" or "categorical". ``flow``: "nsf" (neural spline flow) or "maf" (affine autoregressive);
+    ``transforms``: the number of its transforms.
     """
 
     uses_score = False
 
-    def __init__(self, density: str = "auto", transforms: int = 3, alpha: float = 1.0, scale_free: bool = True,
-                 clip_score: float | None = 50.0, activation: str = "elu", **common):
-        super().__init__(activation=activation, **common)
+    def __init__(self, density: str = "auto", flow: str = "nsf", transforms: int = 2, alpha: float = 1.0,
+                 scale_free: bool = True, clip_score: float | None = 50.0, activation: str = "elu",
+                 batch_size: int = 256, **common):
+        super().__init__(activation=activation, batch_size=batch_size, **common)
         if density not in ("auto", "flow", "categorical"):
             raise ValueError(f"density must be 'auto', 'flow' or 'categorical', got {density!r}")
         self.density = density
+        self.flow = flow
         self.transforms = transforms
         self.alpha = alpha
         self.scale_free = scale_free
@@ -54,7 +57,7 @@ class NDE(PotentialPredictions, Estimator):
             return CategoricalLikelihood(info["support"], info["low"], info["radix"], theta_scale, self.hidden,
                                          self.activation)
         x_scale = Standardize(info["x"]["mean"], info["x"]["std"])
-        return FlowLikelihood(x_scale, theta_scale, self.hidden, self.activation, self.transforms)
+        return FlowLikelihood(x_scale, theta_scale, self.hidden, self.activation, self.transforms, self.flow)
 
     def _prepare(self, training: AugmentedData) -> None:
         if self.uses_score:

@@ -182,8 +182,8 @@ class StatisticDensity(Estimator):
 
     requires = ("theta0", "theta1", "y", "x")
 
-    def __init__(self, theta_ref=None, activation: str = "elu", **common):
-        super().__init__(activation=activation, **common)
+    def __init__(self, theta_ref=None, activation: str = "elu", batch_size: int = 256, **common):
+        super().__init__(activation=activation, batch_size=batch_size, **common)
         self.theta_ref = theta_ref if theta_ref is None else torch.as_tensor(theta_ref).reshape(-1).tolist()
 
     def fit_summaries(self, summaries: torch.Tensor, data: AugmentedData):
@@ -200,7 +200,7 @@ class StatisticDensity(Estimator):
     def _make_model(self, info: dict) -> FlowLikelihood:
         h_scale = Standardize(info["h"]["mean"], info["h"]["std"])
         context = Standardize(info["context"]["mean"], info["context"]["std"])
-        return FlowLikelihood(h_scale, context, self.hidden, self.activation)
+        return FlowLikelihood(h_scale, context, self.hidden, self.activation, transforms=2)
 
     def _tensors(self, data: AugmentedData) -> dict:
         return {"summary": data.x, "theta_made": data.theta}
