@@ -1,0 +1,170 @@
+"""Inference against exact answers: the exact Galton and mixture likelihoods wrapped as estimators."""
+
+import math
+
+import pytest
+import torch
+
+import sluice
+from sluice import inference
+from sluice.inference import ExactLikelihood
+
+
+@pytest.fixture(scope="module")
+def board():
+    return sluice.simulators.GaltonBoard()
+
+
+@pytest.fixture(scope="module")
+def exact(board):
+    return ExactLikelihood(board)
+
+
+def events(simulator, theta, n, seed):
+    x, _ = simulator.sample(torch.as_tensor(theta, dtype=torch.float32).reshape(1, -1).expand(n, -1),
+                            generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+def test_wilks_intervals_cover_at_their_nominal_rate(board, exact):
+    results = inference.coverage(exact, board, [-0.7], n_events=100, levels=(0.68, 0.95), n_experiments=500,
+                                 grid=inference.make_grid([-1.5], [0.1], 801), seed=1)
+    assert abs(results[0].covered - 0.68) <= 0.04
+    assert abs(results[1].covered - 0.95) <= 0.03
+
+
+def test_coverage_by_optimisation_matches_the_grid(board, exact):
+    by_grid = inference.coverage(exact, board, [-0.7], 100, (0.68,), 60, grid=inference.make_grid([-1.5], [0.1], 801))
+    by_search = inference.coverage(exact, board, [-0.7], 100, (0.68,), 60, bounds=[(-1.5, 0.1)])
+    assert by_grid[0].covered == pytest.approx(by_search[0].covered, abs=2 / 60)
+
+
+def test_fisher_information_equals_the_dynamic_program(board, exact):
+    truth = inference.exact_fisher_information(board, [-0.8])
+    assert float(truth.matrix) == pytest.approx(1.41, abs=0.01)
+    sampled = inference.fisher_information(exact, events(board, [-0.8], 100_000, 2), [-0.8], n_events=1)
+    assert abs(float(sampled.matrix - truth.matrix)) < 5 * float(sampled.monte_carlo_error)
+    forty = inference.exact_fisher_information(board, [-0.8], n_events=40)
+    assert float(forty.matrix) == pytest.approx(40 * float(truth.matrix), rel=1e-6)
+    assert float(forty.standard_errors()) == pytest.approx(1 / math.sqrt(40 * float(truth.matrix)), rel=1e-5)
+
+
+def test_fisher_information_of_the_mixture_by_sampling_matches_its_exact_score():
+    mixture = sluice.simulators.GaussianMixture()
+    sampled = inference.exact_fisher_information(mixture, [0.2, -0.1], n_samples=200_000)
+    assert torch.all(torch.linalg.eigvalsh(sampled.matrix) > 0)
+    x = events(mixture, [0.2, -0.1], 200_000, 3)
+    again = inference.fisher_information(ExactLikelihood(mixture), x, [0.2, -0.1])
+    assert torch.all((again.matrix - sampled.matrix).abs() < 5 * torch.sqrt(again.monte_carlo_error**2
+                                                                             + sampled.monte_carlo_error**2))
+
+
+def test_asimov_interval_width_matches_the_fisher_information(board, exact):
+    n_events = 400
+    asimov = inference.asimov_scan(exact, board, [-0.8], n_events, inference.make_grid([-1.2], [-0.4], 801),
+                                   n_samples=200_000)
+    low, high = asimov.interpolated_interval(0.68)
+    expected_half_width = 1 / math.sqrt(n_events * 1.41)
+    assert (high - low) / 2 == pytest.approx(expected_half_width, rel=0.1)
+    assert float(asimov.mle) == pytest.approx(-0.8, abs=0.02)
+
+
+def test_scan_finds_the_maximum_and_wilks_and_neyman_agree(board, exact):
+    x = events(board, [-0.7], 100, 4)
+    grid = inference.make_grid([-1.1], [-0.3], 41)
+    result = inference.scan(exact, x, grid)
+    assert float(result.q.min()) >= -1e-4
+    assert result.max_log_likelihood_ratio >= float(result.log_likelihood_ratio.max())
+    thresholds = inference.neyman_thresholds(exact, board, grid, 100, level=0.68, n_toys=300, seed=5)
+    inner = thresholds[10:31]  # where the toys' maxima lie inside the grid
+    assert abs(float(inner.median()) - inference.wilks_threshold(0.68, 1)) < 0.25
+    wilks, neyman = result.interval(0.68), result.interval(0.68, thresholds=thresholds)
+    spacing = 0.8 / 40
+    assert abs(wilks[0] - neyman[0]) <= 2 * spacing + 1e-6 and abs(wilks[1] - neyman[1]) <= 2 * spacing + 1e-6
+
+
+def test_profiling_never_exceeds_any_fixed_nuisance_scan():
+    mixture = sluice.simulators.GaussianMixture()
+    exact = ExactLikelihood(mixture)
+    x = events(mixture, [0.3, -0.2], 200, 6)
+    grid_a = torch.linspace(-0.2, 0.8, 11)[:, None]
+    profiled = inference.profile_scan(exact, x, grid_a, ["a"], {"b": (-1.0, 1.0)})
+    for b in (-0.5, -0.2, 0.1):
+        fixed = torch.cat([grid_a, torch.full_like(grid_a, b)], dim=1)
+        fixed_values = inference.evaluate.summed_log_ratio(exact, x, fixed, torch.tensor([0.3, -0.2]))
+        profile_values = inference.evaluate.summed_log_ratio(
+            exact, x, torch.cat([grid_a, profiled.nuisance], dim=1), torch.tensor([0.3, -0.2]))
+        assert torch.all(profile_values >= fixed_values - 1e-3)
+    full = inference.scan(exact, x, inference.make_grid([-1, -1], [1, 1], 41))
+    assert float(profiled.mle[0]) == pytest.approx(float(full.mle[0]), abs=0.03)
+
+
+def test_closure_of_the_exact_ratio(board, exact):
+    mean, error = inference.closure_test(exact, board, [-0.8], [-0.6])
+    assert abs(mean - 1.0) < 5 * error
+
+
+def test_emcee_posterior_matches_the_grid_posterior(board, exact):
+    x = events(board, [-0.7], 30, 7)
+    prior = board.default_prior()
+    grid = inference.grid_posterior(exact, x, prior, n_samples=2000, seed=0)
+    chain = inference.mcmc_posterior(exact, x, prior, n_samples=2000, seed=0)
+    assert inference.c2st(grid.samples, chain.samples) < 0.55
+    assert 0.2 < chain.acceptance < 0.95
+
+
+def test_c2st_tells_apart_what_differs():
+    a, b = torch.randn(1000, 2), torch.randn(1000, 2)
+    assert inference.c2st(a, b) < 0.56
+    assert inference.c2st(a, b + 1.0) > 0.65
+
+
+def test_sbc_ranks_of_the_exact_grid_posterior_are_uniform(board, exact):
+    prior = board.default_prior()
+
+    def sampler(x, n, seed):
+        return inference.grid_posterior(exact, x, prior, points=101, n_samples=n, seed=seed).samples
+
+    ranks = inference.sbc_ranks(sampler, board, prior, n_events=20, n_simulations=200, n_posterior_samples=19)
+    fraction = ranks.float() / 19  # uniform on {0, …, 19}/19: mean 1/2, variance 0.0965
+    assert abs(float(fraction.mean()) - 0.5) < 5 * math.sqrt(0.0965 / 200)
+
+
+def test_variational_posterior_agrees_with_the_grid_for_a_trained_estimator(board):
+    prior = board.default_prior()
+    data = sluice.simulate(board, prior, 1000, seed=0)
+    estimator = sluice.estimators.ALICES().fit(data, epochs=30)
+    x = events(board, [-0.7], 30, 8)
+    grid = inference.grid_posterior(estimator, x, prior, n_samples=2000)
+    flow = inference.variational_posterior(estimator, x, prior, steps=600, n_samples=2000)
+    assert float(flow.mean()) == pytest.approx(float(grid.mean()), abs=0.02)
+    assert float(flow.samples.std()) == pytest.approx(float(grid.samples.std()), rel=0.15)
+    assert inference.c2st(grid.samples, flow.samples) < 0.56
+
+
+def test_batched_table_equals_one_call_per_grid_point(board):
+    data = sluice.simulate(board, board.default_prior(), 500, seed=0)
+    estimator = sluice.estimators.CARL().fit(data, epochs=2)
+    x = events(board, [-0.7], 50, 9)
+    grid = inference.make_grid([-1.0], [-0.4], 7)
+    table = inference.evaluate.log_ratio_table(estimator, x, grid, grid[3])
+    one_by_one = torch.stack([estimator.log_ratio(x, theta, grid[3]) for theta in grid])
+    assert torch.allclose(table, one_by_one, atol=1e-5)
+
+
+def test_posterior_exports_to_arviz_and_plots_are_written(board, exact, tmp_path):
+    pytest.importorskip("arviz")
+    x = events(board, [-0.7], 30, 10)
+    posterior = inference.grid_posterior(exact, x, board.default_prior(), n_samples=500)
+    data = posterior.to_arviz()
+    assert data.posterior["theta"].shape == (1, 500)
+    result = inference.scan(exact, x, inference.make_grid([-1.1], [-0.3], 41))
+    inference.plot_scan({"exact": result}, str(tmp_path / "q.png"), theta_true=[-0.7])
+    inference.plot_posterior({"grid": posterior.samples}, str(tmp_path / "post.png"), ("theta",))
+    inference.plot_coverage({"exact": [inference.Coverage(0.68, 0.66, 500)]}, str(tmp_path / "cov.png"))
+    mixture = sluice.simulators.GaussianMixture()
+    two_d = inference.scan(ExactLikelihood(mixture), events(mixture, [0.2, 0.1], 100, 11),
+                           inference.make_grid([-1, -1], [1, 1], 21), refine=False)
+    inference.plot_scan({"exact": two_d}, str(tmp_path / "q2.png"), theta_true=[0.2, 0.1])
+    for name in ("q.png", "post.png", "cov.png", "q2.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
