@@ -41,8 +41,13 @@ def coverage(estimator, simulator, theta_true, n_events: int, levels=(0.68, 0.95
     if grid is not None:
         grid = torch.as_tensor(grid, dtype=torch.float32)
         grid = grid[:, None] if grid.ndim == 1 else grid
-        table = log_ratio_table(estimator, x, grid, theta_true).reshape(grid.shape[0], n_experiments, n_events)
-        q = (2.0 * table.sum(dim=2).max(dim=0).values).clamp_min(0.0)
+        group = max(1, 20_000_000 // (grid.shape[0] * n_events))  # experiments per table, bounding memory
+        maxima = []
+        for start in range(0, n_experiments, group):
+            block = x[start * n_events:min(start + group, n_experiments) * n_events]
+            table = log_ratio_table(estimator, block, grid, theta_true).reshape(grid.shape[0], -1, n_events)
+            maxima.append(table.sum(dim=2).max(dim=0).values)
+        q = (2.0 * torch.cat(maxima)).clamp_min(0.0)
         return [Coverage(level, float((q <= wilks_threshold(level, p)).float().mean()), n_experiments)
                 for level in levels]
     q = torch.empty(n_experiments)
