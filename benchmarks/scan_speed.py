@@ -21,4 +21,4 @@ if __name__ == "__main__":
         result = inference.scan(estimator, x, grid, refine=False)
         seconds = time.perf_counter() - started
         print(f"{method:7s} {grid.shape[0]:,} grid points × {len(x):,} events: {seconds:.1f} s "
-              f"({grid.shape[0] * len(x) / seconds / 1e6:.1f} M evaluations/s), MLE {result.mle.tolist()}")
+              f"({grid.shape[0] * len(x) / seconds / 1e6:.1f} M evaluations/s; a 3-epoch fit, for timing only)")
