@@ -103,16 +103,14 @@ class SALLY(Estimator):
             self.density_ = self._fit_density(everything)
 
     def _fit_density(self, data: AugmentedData):
-        with torch.no_grad():
-            summaries = self._chunked(self.model_, data.x)
+        summaries = self._summaries(data.x)
         summary_data = AugmentedData._trusted(dict(data.fields(), x=summaries), data.parameter_names, None)
         return NDE(density="flow", hidden=self.hidden, epochs=self.epochs).fit(summary_data, progress=False)
 
     def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
         """log r̂(x | θ0, θ1) [n], from the density of t̂(x) (module notes)."""
         x, theta0, theta1 = self._inputs(x, theta0, theta1)
-        with torch.no_grad():
-            summary = self._chunked(self.model_, x)
+        summary = self._summaries(x)
         if self.density_ is not None:
             return self.density_.log_ratio(summary, theta0, theta1)
         return self._tilted_log_ratio(summary, theta0, theta1)
@@ -130,7 +128,10 @@ class SALLY(Estimator):
 
     def score(self, x, theta=None) -> torch.Tensor:
         """t̂(x) [n, p], the estimated score at θ_ref (``theta`` is accepted for the common signature)."""
-        x = self._inputs(x)[0]
+        return self._summaries(self._inputs(x)[0])
+
+    def _summaries(self, x: torch.Tensor) -> torch.Tensor:
+        """t̂(x) [n, p] for a batch of runs, without a graph."""
         with torch.no_grad():
             return self._chunked(self.model_, x)
 
@@ -158,15 +159,13 @@ class SALLINO(SALLY):
     """
 
     def _fit_density(self, data: AugmentedData):
-        with torch.no_grad():
-            summaries = self._chunked(self.model_, data.x)
+        summaries = self._summaries(data.x)
         return StatisticDensity(self.theta_ref_, hidden=self.hidden, epochs=self.epochs).fit_summaries(
             summaries, data)
 
     def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
         x, theta0, theta1 = self._inputs(x, theta0, theta1)
-        with torch.no_grad():
-            summary = self._chunked(self.model_, x)
+        summary = self._summaries(x)
         if self.density_ is None:
             return self._tilted_log_ratio(summary, theta0, theta1)
         return self.density_.log_ratio_to_reference(summary, theta0) - \
