@@ -168,3 +168,17 @@ def test_save_refuses_to_overwrite(tmp_path, fitted):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         fitted["galton", "CARL"].save(path)
     assert path.read_bytes() == b"user's file"
+
+
+def test_simulator_without_joint_log_prob_runs_black_box_methods_and_augmented_ones_refuse():
+    from toys import BlackBox
+
+    data = sluice.simulate(BlackBox(), sluice.priors.BoxUniform([-1.0], [1.0]), 400, seed=0)
+    assert data.log_r_xz is None and data.t_xz0 is None
+    for method in ("CARL", "NDE"):
+        estimator = getattr(sluice.estimators, method)().fit(data, epochs=2)
+        assert torch.isfinite(estimator.log_ratio(data.x[:5], data.theta0[:5], data.theta1[:5])).all()
+    with pytest.raises(ValueError, match=r"ALICES needs .*joint log ratio.*data from BlackBox .*no joint_log_prob"):
+        sluice.estimators.ALICES().fit(data)
+    with pytest.raises(ValueError, match=r"SCANDAL needs .*joint score"):
+        sluice.estimators.SCANDAL().fit(data)

@@ -138,8 +138,10 @@ class AugmentedData:
         missing = [name for name in fields if not self.has(name)]
         if missing:
             described = ", ".join(f"'{name}' ({_MEANING[name]})" for name in missing)
-            raise ValueError(f"{user} needs {described}, which this data does not have; simulate it with "
-                             f"sluice.simulate from a simulator with joint_log_prob, or pass it to AugmentedData")
+            source = f"data from {self.simulator_name}" if self.simulator_name else "this data"
+            raise ValueError(f"{user} needs {described}, which {source} does not have (black-box data: its simulator "
+                             f"has no joint_log_prob); simulate it from a simulator with joint_log_prob, or pass "
+                             f"the joint fields to AugmentedData. Black-box methods (CARL, NDE) train on it as it is")
 
     def fields(self) -> dict:
         """The stored fields by name (joint fields may be None)."""
