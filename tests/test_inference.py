@@ -142,10 +142,11 @@ def test_variational_posterior_agrees_with_the_grid_for_a_trained_estimator(boar
     assert inference.c2st(grid.samples, flow.samples) < 0.56
 
 
-def test_batched_table_equals_one_call_per_grid_point(board):
+@pytest.mark.parametrize("n_events", [50, 2000])  # 2000 discrete events: each distinct x is evaluated once
+def test_batched_table_equals_one_call_per_grid_point(board, n_events):
     data = sluice.simulate(board, board.default_prior(), 500, seed=0)
     estimator = sluice.estimators.CARL().fit(data, epochs=2)
-    x = events(board, [-0.7], 50, 9)
+    x = events(board, [-0.7], n_events, 9)
     grid = inference.make_grid([-1.0], [-0.4], 7)
     table = inference.evaluate.log_ratio_table(estimator, x, grid, grid[3])
     one_by_one = torch.stack([estimator.log_ratio(x, theta, grid[3]) for theta in grid])

@@ -31,6 +31,10 @@ def log_ratio_table(estimator, x: torch.Tensor, thetas: torch.Tensor, theta_ref:
     potential = isinstance(estimator, PotentialPredictions)
     if differentiable and not potential:
         raise ValueError(f"{type(estimator).__name__} gives no differentiable log r̂ in θ")
+    if n > 64 and x.ndim == 2:  # discrete x (many repeated events): evaluate each distinct event once
+        distinct, inverse = torch.unique(x, dim=0, return_inverse=True)
+        if distinct.shape[0] * 4 <= n:
+            return log_ratio_table(estimator, distinct, thetas, theta_ref, differentiable)[:, inverse]
     if not differentiable and hasattr(estimator, "log_ratio_table"):  # a shortcut of the estimator's own
         table = estimator.log_ratio_table(x, thetas, theta_ref)
         if table is not None:
