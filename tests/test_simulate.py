@@ -104,6 +104,16 @@ def test_too_many_bad_rows_stop_the_run():
         sluice.simulate(simulator, simulator.default_prior(), 2000, seed=0)
 
 
+def test_a_simulator_may_allow_a_larger_share_of_dropped_rows():
+    simulator = SometimesNaN(threshold=0.9)  # x is NaN where θ > 0.9: about 5% of the rows
+    with pytest.raises(MiningError, match="more than max_dropped_fraction = 0.01"):
+        sluice.simulate(simulator, sluice.priors.BoxUniform([-1.0], [1.0]), 2000, seed=0)
+    simulator.max_dropped_fraction = 0.1
+    with pytest.warns(DroppedRowsWarning):
+        data = sluice.simulate(simulator, sluice.priors.BoxUniform([-1.0], [1.0]), 2000, seed=0)
+    assert 0.02 * 2000 < 2000 - len(data) < 0.1 * 2000
+
+
 def test_black_box_simulator_gives_data_without_joint_fields():
     data = sluice.simulate(BlackBox(), sluice.priors.BoxUniform([-1.0], [1.0]), 100, seed=0)
     assert data.log_r_xz is None and data.t_xz0 is None and data.t_xz is None

@@ -94,7 +94,7 @@ def _progress_bar(enabled: bool | None, n_batches: int):
 
 
 def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0, batch_size: int | None = None,
-             progress: bool | None = None, max_dropped_fraction: float = 0.01,
+             progress: bool | None = None, max_dropped_fraction: float | None = None,
              fd_step: float = DEFAULT_FD_STEP) -> AugmentedData:
     """Simulate n runs and mine their joint log ratio and joint scores.
 
@@ -104,7 +104,8 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
     data). The same ``seed`` and ``batch_size`` give identical tensors.
 
     Rows with NaN or inf in x, log r or t are dropped with a ``DroppedRowsWarning`` giving the count;
-    once more than ``max_dropped_fraction`` of n are dropped the run stops with ``MiningError``.
+    once more than ``max_dropped_fraction`` of n are dropped (default: the simulator's own
+    ``max_dropped_fraction``, 1% unless it says otherwise) the run stops with ``MiningError``.
     ``progress``: a progress bar on stderr (default: when stderr is a terminal and there are several
     batches). ``fd_step``: the finite-difference step, a fraction of each parameter's prior scale, used
     only for simulators whose joint_log_prob is not differentiable.
@@ -129,6 +130,8 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
         if outside_support(prior, reference[None])[0]:
             raise ValueError(f"simulate: reference {reference.tolist()} lies outside the prior's support ({prior})")
     fd_step_absolute = fd_step * parameter_scale(prior)
+    if max_dropped_fraction is None:
+        max_dropped_fraction = getattr(simulator, "max_dropped_fraction", 0.01)
 
     bounds = list(range(0, n, batch_size)) + [n]
     batches, dropped = [], {}

@@ -41,6 +41,9 @@ class Simulator:
     parameter_names: tuple[str, ...] = ()
     differentiable: bool = True
     default_batch_size: int = 10_000  # rows per batch in sluice.simulate unless told otherwise
+    # the share of rows sluice.simulate may drop for NaN/inf before it stops, unless told otherwise: raise it
+    # for simulators that reject a known small share of runs by design (e.g. runaway runs stopped at a cap)
+    max_dropped_fraction: float = 0.01
 
     @property
     def name(self) -> str:
