@@ -1,10 +1,10 @@
-# One command each: `make test` and `make lint` create .venv/ on first use.
+# One command each: `make demo`, `make test` and `make lint` create .venv/ on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint benchmark clean
+.PHONY: venv test lint benchmark demo clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,9 @@ lint: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/mining_overhead.py
+
+demo: $(STAMP)
+	$(VENV)/bin/sluice demo $(if $(QUICK),--quick,) --out sluice-demo
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,4 +1,4 @@
-"""The `sluice` command line: simulate augmented data and check a simulator (more commands to come)."""
+"""The `sluice` command line: demo, simulate, train, infer, check, info and benchmark."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ from functools import wraps
 import click
 
 from . import priors, simulators
+from .config import apply_config, require
 from .data import AugmentedData
 from .doctor import check_simulator
+from .simulate import MiningError
 from .simulate import simulate as simulate_data
 from .simulator import Simulator
+from .training import NonFiniteLossError
 
-USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError, AttributeError, KeyError)
+# OSError covers missing, unreadable and unwritable files and folders
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, AttributeError, KeyError, MiningError, NonFiniteLossError)
+CONFIG_HELP = "TOML file of option values (flags override it); see `sluice COMMAND --help`."
 
 
 def one_line_errors(command):
@@ -74,24 +79,96 @@ def parse_prior(spec: str | None, simulator: Simulator):
     raise ValueError(f"cannot read prior {spec!r}: use box:LOW:HIGH or point:THETA (comma-separated vectors)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineGroup(click.Group):
+    """A click group whose usage errors (unknown option, bad value, missing argument) are one line on stderr,
+    like every other user error, with exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as error:
+            hint = ""
+            if isinstance(error, click.UsageError) and error.ctx is not None:
+                hint = f" (see '{error.ctx.command_path} --help')"
+            message = " ".join(error.format_message().split())
+            click.echo(f"sluice: error: {message}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sluice-sbi")
 def main():
-    """sluice: simulation-based inference with the joint likelihood ratio and joint score."""
+    """sluice: simulation-based inference with the joint likelihood ratio and joint score.
+
+    Start with `sluice demo --quick`. Every command has --help; a mistake gives one line and exit status 2.
+    """
 
 
 @main.command()
-@click.argument("simulator")
-@click.option("--n", "n", type=int, required=True, help="Number of simulated runs.")
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="HDF5 file to write.")
+@click.option("--quick", is_flag=True, help="Budgets of 200 and 1,000 simulations, one seed (about a minute).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="sluice-demo", show_default=True,
+              help="Folder for report.html, the PNG figures and summary.csv/json; a new, empty or earlier demo folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Processes training at once.")
+@click.option("--budgets", default=None, hidden=True, help="Training simulations, comma-separated (tests).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, hidden=True, help="Seeds per method and budget.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, hidden=True, help="Fixed epochs per fit (tests).")
+@one_line_errors
+def demo(quick, out_dir, workers, budgets, seeds, epochs):
+    """Simulate the Galton board, train black-box (NDE, CARL) and augmented (SCANDAL, ALICES, RASCAL) estimators
+    at small to large budgets, infer θ from 100 observed events, and compare all with the exact likelihood.
+
+    Writes OUT/report.html (self-contained: open it in any browser) with the PNG figures and summary.csv and
+    summary.json beside it, and prints a summary table. The default (budgets 200, 1,000 and 10,000, three seeds)
+    takes a few minutes on two cores; --quick about a minute. OUT is refused if it holds files the demo did not
+    write; in an earlier demo's folder only the demo's own files are replaced.
+    """
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from .demo import DEFAULT, QUICK, run_demo
+    from .report import summary_table
+
+    settings = replace(QUICK if quick else DEFAULT, workers=workers)
+    if budgets is not None:
+        settings = replace(settings, budgets=tuple(sorted({int(v) for v in parse_vector(budgets)})))
+    if seeds is not None:
+        settings = replace(settings, seeds=seeds)
+    settings = replace(settings, epochs=epochs)
+    result = run_demo(out_dir, settings, report=lambda line: click.echo(line, err=True))
+    console = Console(width=None if sys.stdout.isatty() else 100)
+    console.print(summary_table(result))
+    click.echo(f"report: {os.path.join(out_dir, 'report.html')} ({result.timings['total']:.0f} s in all)")
+
+
+@main.command()
+@click.argument("simulator", required=False)
+@click.option("--n", "n", type=int, default=None, help="Number of simulated runs (required).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="HDF5 file to write (required).")
 @click.option("--prior", default=None, help="box:LOW:HIGH or point:THETA (default: the simulator's own).")
 @click.option("--reference", default=None, help="Fixed θ1, comma-separated (default: drawn from the prior).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Runs per batch (default: the simulator's).")
 @click.option("--overwrite", is_flag=True, help="Replace FILE if it exists.")
+@click.option("--config", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
+@click.pass_context
 @one_line_errors
-def simulate(simulator, n, out, prior, reference, seed, batch_size, overwrite):
-    """Simulate N runs of SIMULATOR (a built-in name or module:Class) with joint ratio and scores."""
+def simulate(ctx, **options):
+    """Simulate N runs of SIMULATOR (a built-in name or module:Class) with joint ratio and scores.
+
+    A --config TOML file may give any option (simulator = "galton", n = 10000, out = "galton.h5", …), flat or
+    in a [simulate] table; flags override it.
+    """
+    options = apply_config(ctx, options, options.pop("config"))
+    require(options, "simulator", "n", "out")
+    simulator, n, out, prior, reference, seed, batch_size, overwrite = (options[k] for k in (
+        "simulator", "n", "out", "prior", "reference", "seed", "batch_size", "overwrite"))
     sim = load_simulator(simulator)
     prior_distribution = parse_prior(prior, sim)
     if not overwrite and os.path.exists(out):  # refuse before spending compute
@@ -100,6 +177,133 @@ def simulate(simulator, n, out, prior, reference, seed, batch_size, overwrite):
                          seed=seed, batch_size=batch_size)
     data.save(out, overwrite=overwrite)
     click.echo(f"wrote {len(data)} rows to {out}: {data}")
+
+
+def estimator_class(name: str) -> type:
+    """An estimator class of ``sluice.estimators`` by name, any case (ALICES, alices, …)."""
+    from . import estimators
+
+    names = [n for n in estimators.__all__ if n not in ("Estimator", "Ensemble", "load")]
+    by_name = {n.lower(): getattr(estimators, n) for n in names}
+    if name.lower() not in by_name:
+        raise ValueError(f"unknown method {name!r}: use one of {', '.join(names)}")
+    return by_name[name.lower()]
+
+
+@main.command()
+@click.argument("method", required=False)
+@click.option("--data", type=click.Path(dir_okay=False), default=None, help="AugmentedData HDF5 file (required).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Model file to write (required).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Maximum epochs (default: ~6,000 steps).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Rows per step (default: the method's).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--validation-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True,
+              help="Rows held out for early stopping (0: none).")
+@click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Weight of the score term.")
+@click.option("--hidden", default=None, help="Hidden layer widths, comma-separated (default 64,64).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
+@click.option("--config", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
+@click.pass_context
+@one_line_errors
+def train(ctx, **options):
+    """Train METHOD (CARL, ROLR, ALICE, CASCAL, RASCAL, ALICES, NDE, SCANDAL, SALLY, SALLINO) on --data and save
+    it to --out, for `sluice infer` or `sluice.load`.
+
+    A --config TOML file may give any option (method = "ALICES", data = "galton.h5", epochs = 50, …), flat or in a
+    [train] table; flags override it.
+    """
+    import time
+
+    options = apply_config(ctx, options, options.pop("config"))
+    require(options, "method", "data", "out")
+    cls = estimator_class(options["method"])
+    hyperparameters = {name: options[name] for name in ("alpha", "learning_rate") if options[name] is not None}
+    if options["hidden"] is not None:
+        widths = parse_vector(options["hidden"])
+        if any(w < 1 or w != int(w) for w in widths):
+            raise ValueError(f"--hidden takes positive whole numbers, got {options['hidden']!r}")
+        hyperparameters["hidden"] = tuple(int(w) for w in widths)
+    known = cls().get_params()
+    for name in hyperparameters:
+        if name not in known:
+            raise ValueError(f"{cls.__name__} has no hyperparameter '{name}'")
+    out = options["out"]
+    if not options["overwrite"] and os.path.exists(out):  # refuse before spending compute
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    data = AugmentedData.load(options["data"])
+    started = time.perf_counter()
+    estimator = cls(**hyperparameters).fit(data, epochs=options["epochs"], batch_size=options["batch_size"],
+                                           validation_fraction=options["validation_fraction"], seed=options["seed"])
+    seconds = time.perf_counter() - started
+    estimator.save(out, overwrite=options["overwrite"])
+    history = estimator.history_
+    best = f"; best held-out loss {min(history.validation_loss):.4g}" if history.validation_loss else ""
+    click.echo(f"trained {cls.__name__} on {len(data)} rows for {len(history.train_loss)} epochs in {seconds:.1f} s"
+               f"{best}; wrote {out}")
+
+
+def load_model(spec: str):
+    """A model file written by `sluice train` (or Estimator.save), or ``exact:SIMULATOR`` for the exact likelihood
+    of a simulator that has one (the truth to compare with)."""
+    from .estimators import load
+    from .inference import ExactLikelihood
+
+    if spec.startswith("exact:"):
+        return ExactLikelihood(load_simulator(spec[len("exact:"):]))
+    return load(spec)
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option("--observed", type=click.Path(dir_okay=False), default=None,
+              help="Observed events (required): .h5 (AugmentedData, its x), .npy, .csv or .txt (one event per row).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for scan.json, scan.csv and scan.png (required).")
+@click.option("--grid", default=None,
+              help="LOW:HIGH:POINTS, vectors comma-separated (required), e.g. -1:-0.4:121 or -1,-1:1,1:41.")
+@click.option("--levels", default="0.68,0.95", show_default=True, help="Confidence levels, comma-separated.")
+@click.option("--truth", default=None, help="A θ to mark in the plot, comma-separated (optional).")
+@click.option("--overwrite", is_flag=True, help="Replace scan.* in OUT if they exist.")
+@click.option("--config", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
+@click.pass_context
+@one_line_errors
+def infer(ctx, **options):
+    """Scan q(θ) = −2 Δ log L of MODEL (a file from `sluice train`, or exact:SIMULATOR) over a θ grid for the
+    observed events; write the MLE and Wilks intervals (scan.json), q on the grid (scan.csv) and a plot.
+
+    A --config TOML file may give any option (model = "alices.pt", grid = "-1:-0.4:121", levels = [0.68, 0.95],
+    …), flat or in an [infer] table; flags override it.
+    """
+    from .inference import scan
+    from .scan_files import OUTPUT_FILES, parse_grid, read_observed, write_scan
+
+    options = apply_config(ctx, options, options.pop("config"))
+    require(options, "model", "observed", "out", "grid")
+    levels = parse_vector(options["levels"])
+    if not all(0 < level < 1 for level in levels):
+        raise ValueError(f"--levels must lie strictly between 0 and 1, got {options['levels']!r}")
+    out = options["out"]
+    for name in OUTPUT_FILES:
+        if not options["overwrite"] and os.path.exists(os.path.join(out, name)):
+            raise FileExistsError(f"{os.path.join(out, name)} exists; pass --overwrite to replace it")
+    model = load_model(options["model"])
+    grid = parse_grid(options["grid"], len(model.parameter_names_))
+    x = read_observed(options["observed"])
+    try:
+        result = scan(model, x, grid)
+    except RuntimeError as error:  # torch: the events do not fit the model's input
+        raise ValueError(f"{options['model']} cannot evaluate the observed events of shape {list(x.shape)}: "
+                         f"{str(error).splitlines()[0]}") from None
+    truth = parse_vector(options["truth"]) if options["truth"] else None
+    summary = write_scan(result, out, levels, os.path.basename(options["model"]), truth)
+    mle = ", ".join(f"{name} = {value:.4g}" for name, value in summary["mle"].items())
+    click.echo(f"MLE {mle} from {len(x)} events")
+    for level, region in summary["regions"].items():
+        if "interval" in region:
+            low, high = ("edge" if v is None else f"{v:.4g}" for v in region["interval"])
+            click.echo(f"{float(level):.0%} interval: [{low}, {high}]")
+    click.echo(f"wrote {', '.join(os.path.join(out, n) for n in OUTPUT_FILES if os.path.exists(os.path.join(out, n)))}")
 
 
 @main.command()
