@@ -95,7 +95,7 @@ def main():
         for method in METHODS:
             runs = [study(simulator, prior, theta_true, grid, asimov_grids, args.experiments, method, seed,
                           exact_scans) for seed in range(args.seeds)]
-            fit = spread([seconds for _, seconds in runs]).split(" ")[0]
+            fit = f"{statistics.median(seconds for _, seconds in runs):.1f}"
             for n_obs in N_OBS:
                 for k, level in enumerate(LEVELS):
                     ratios = [results[n_obs, level][0] for results, _ in runs]
