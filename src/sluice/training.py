@@ -51,7 +51,8 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
           progress: bool | None = None, description: str = "training") -> TrainingHistory:
     """Minimise ``loss_fn(batch)`` over ``train_tensors`` (a dict of tensors with a common first dimension).
 
-    Adam with the learning rate decaying exponentially from ``learning_rate`` to ``final_learning_rate``;
+    Adam from ``learning_rate``, halved whenever the validation loss (else the training loss) stalls
+    (ReduceLROnPlateau), down to ``final_learning_rate``;
     gradient norms clipped to ``clip_grad_norm``; a batch whose loss is NaN or inf is skipped and counted,
     and a run whose every batch of an epoch is non-finite stops with NonFiniteLossError. With validation
     data, training stops after ``patience`` epochs without improvement and the best weights (a deep copy
