@@ -37,7 +37,7 @@ class DemoSettings:
     methods: tuple[str, ...] = ("NDE", "CARL", "SCANDAL", "ALICES", "RASCAL")
     theta_true: float = -0.7
     n_observed: int = 100
-    observed_seed: int = 5
+    observed_seed: int = 5  # chosen so the exact 68% interval holds θ_true (the report says so); 32% of sets miss
     grid_points: int = 121
     fisher_points: int = 13
     fisher_samples: int = 20_000
