@@ -59,6 +59,10 @@ class Potential(nn.Module):
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         return self.body(torch.cat([self.x_scale(x), self.theta_scale(theta)], dim=1))[:, 0]
 
+    def pair(self, x: torch.Tensor, theta0: torch.Tensor, theta1: torch.Tensor):
+        """(g(x, θ0), g(x, θ1)); a network with an expensive x-part (``ConvPotential``) shares it between both."""
+        return self(x, theta0), self(x, theta1)
+
 
 class ScoreNet(nn.Module):
     """t̂(x) [n, p]: the score at a reference point, learned in standardised θ units, returned in θ's own."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import losses
+from ..convnets import DEFAULT_CHANNELS, ConvPotential, choose_network
 from ..data import AugmentedData
 from ..nets import Potential, Standardize
 from .base import Estimator, PotentialPredictions, ScoreTarget
@@ -18,14 +19,20 @@ class RatioEstimator(PotentialPredictions, Estimator):
     is Σ_j (t̂_j − t_j)² / Var(t_j), dimensionless, so α = 1 means "as much as the classification loss"
     whatever the units of θ; otherwise it is measured in standardised θ units, Σ_j σ_θj² (t̂_j − t_j)².
     Targets are clipped: |log r(x,z)| ≤ ``clip_log_r``; |t_j| ≤ ``clip_score`` standard deviations of t_j.
+    ``network``: "mlp" (``nets.Potential`` on standardised x), "conv" (``convnets.ConvPotential``, a residual
+    encoder with ``channels`` and θ joined after it) or "auto" (the default): "conv" where x is an image,
+    [n, H, W] or [n, C, H, W], else "mlp".
     """
 
     uses_ratio = False
     uses_score = False
 
     def __init__(self, alpha: float = 1.0, scale_free: bool = True, clip_log_r: float = 20.0,
-                 clip_score: float | None = 50.0, **common):
+                 clip_score: float | None = 50.0, network: str = "auto",
+                 channels: tuple[int, ...] = DEFAULT_CHANNELS, **common):
         super().__init__(**common)
+        self.network = network
+        self.channels = tuple(channels)
         self.alpha = alpha
         self.scale_free = scale_free
         self.clip_log_r = clip_log_r
@@ -39,9 +46,14 @@ class RatioEstimator(PotentialPredictions, Estimator):
 
     def _describe(self, data: AugmentedData) -> dict:
         theta = torch.cat([data.theta0, data.theta1])
+        if choose_network(self.network, data.x) == "conv":
+            return {"network": "conv", "channels": list(self.channels), **ConvPotential.statistics(data.x),
+                    "theta": Standardize.fit(theta).state_dict()}
         return {"x": Standardize.fit(data.x).state_dict(), "theta": Standardize.fit(theta).state_dict()}
 
-    def _make_model(self, info: dict) -> Potential:
+    def _make_model(self, info: dict) -> Potential | ConvPotential:
+        if info.get("network") == "conv":
+            return ConvPotential.from_info(info, self.hidden, self.activation)
         scales = [Standardize(state["mean"], state["std"]) for state in (info["x"], info["theta"])]
         return Potential(*scales, self.hidden, self.activation)
 
@@ -66,7 +78,7 @@ class RatioEstimator(PotentialPredictions, Estimator):
         if self.uses_score:
             theta0, theta1 = theta0.clone().requires_grad_(True), theta1.clone().requires_grad_(True)
         with torch.enable_grad():
-            g0, g1 = self.model_(batch["x"], theta0), self.model_(batch["x"], theta1)
+            g0, g1 = self.model_.pair(batch["x"], theta0, theta1)
             loss = self._base_loss(g0 - g1, batch)
             if self.uses_score:
                 grad0, grad1 = torch.autograd.grad(g0.sum() + g1.sum(), (theta0, theta1), create_graph=True)
@@ -76,6 +88,18 @@ class RatioEstimator(PotentialPredictions, Estimator):
                     losses.score_loss(grad0, batch["t_xz0"], mask=1.0 - y, weight=self._target.weight)
                     + losses.score_loss(grad1, batch["t_xz1"], mask=y, weight=self._target.weight))
         return loss
+
+    def log_ratio_table(self, x, thetas: torch.Tensor, theta_ref: torch.Tensor) -> torch.Tensor | None:
+        """log r̂(x_i | θ_g, θ_ref) [G, n] for ``sluice.inference`` with a conv network, each image encoded once;
+        None for other networks (the generic evaluation serves them)."""
+        if not isinstance(getattr(self, "model_", None), ConvPotential):
+            return None
+        (x,) = self._inputs(x)
+        points = torch.cat([torch.as_tensor(thetas, dtype=torch.float32),
+                            torch.as_tensor(theta_ref, dtype=torch.float32).reshape(1, -1)])
+        with torch.no_grad():
+            table = self.model_.table(x, points)
+        return table[:-1] - table[-1]
 
 
 class CARL(RatioEstimator):

@@ -1,9 +1,11 @@
 """Built-in simulators, each vectorised over a batch of runs in torch."""
 
 from .galton import GaltonBoard
+from .lensing import Lensing
 from .lotka_volterra import LotkaVolterra
 from .mixture import GaussianMixture
 
-__all__ = ["GaltonBoard", "GaussianMixture", "LotkaVolterra", "BUILT_IN"]
+__all__ = ["GaltonBoard", "GaussianMixture", "LotkaVolterra", "Lensing", "BUILT_IN"]
 
-BUILT_IN = {"galton": GaltonBoard, "mixture": GaussianMixture, "lotka_volterra": LotkaVolterra}
+BUILT_IN = {"galton": GaltonBoard, "mixture": GaussianMixture, "lotka_volterra": LotkaVolterra,
+            "lensing": Lensing}

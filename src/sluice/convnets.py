@@ -1,0 +1,138 @@
+"""Convolutional networks for image-shaped x: a small residual encoder and the potential g(x, θ) built on it."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .nets import Standardize, activation_class, mlp
+
+NETWORKS = ("auto", "mlp", "conv")
+DEFAULT_CHANNELS = (16, 32, 64)
+ENCODE_CHUNK = 512  # images per encoder pass outside training (bounds memory for large evaluations)
+TABLE_ROWS = 262_144  # (θ, image) pairs per pass of the head in ``ConvPotential.table``
+
+
+def choose_network(network: str, x: torch.Tensor) -> str:
+    """"mlp" or "conv" for x of shape [n, ...]: "auto" takes the conv net for images ([n, H, W] or [n, C, H, W])."""
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {list(NETWORKS)}")
+    if network == "auto":
+        return "conv" if x.ndim in (3, 4) else "mlp"
+    if network == "conv" and x.ndim not in (3, 4):
+        raise ValueError(f"network='conv' needs images x of shape [n, H, W] or [n, C, H, W], got {list(x.shape)}")
+    return network
+
+
+class ResidualBlock(nn.Module):
+    """act(shortcut(v) + conv(act(conv(v)))): two 3×3 convolutions, the first with ``stride``; the shortcut is a
+    1×1 convolution where the shape changes."""
+
+    def __init__(self, n_in: int, n_out: int, stride: int, activation: str):
+        super().__init__()
+        self.first = nn.Conv2d(n_in, n_out, 3, stride=stride, padding=1)
+        self.second = nn.Conv2d(n_out, n_out, 3, padding=1)
+        self.shortcut = nn.Identity() if (n_in, stride) == (n_out, 1) else nn.Conv2d(n_in, n_out, 1, stride=stride)
+        self.activation = activation_class(activation)()
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.shortcut(v) + self.second(self.activation(self.first(v))))
+
+
+class ImageEncoder(nn.Module):
+    """[n, C, H, W] → [n, 2 c_last]: a 3×3 stem with stride 2 to ``channels[0]``, one residual block per further
+    entry of ``channels`` (each halving the resolution), then the mean and the maximum of each channel over the
+    image (global pooling: the features do not depend on where in the image a pattern lies).
+
+    For 64×64 images and channels (16, 32, 64): 32×32 → 16×16 → 8×8, about 9·10⁶ multiply-adds per image.
+    """
+
+    def __init__(self, n_channels_in: int, channels: tuple[int, ...], activation: str):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(n_channels_in, channels[0], 3, stride=2, padding=1),
+                                  activation_class(activation)())
+        pairs = zip(channels[:-1], channels[1:], strict=True)
+        self.blocks = nn.Sequential(*[ResidualBlock(a, b, 2, activation) for a, b in pairs])
+        self.n_features = 2 * channels[-1]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.blocks(self.stem(images))
+        return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
+
+
+class ConvPotential(nn.Module):
+    """g(x, θ) = MLP([encoder((x − m)/s), standardised θ]) for images x [n, H, W] or [n, C, H, W]; ratio models
+    use log r̂(x|θ0,θ1) = g(x,θ0) − g(x,θ1), exactly as with ``sluice.nets.Potential``.
+
+    θ joins after the convolutions, so the encoder runs once per image whatever the number of θ: ``pair``
+    gives g at two θ from one encoding (training) and ``table`` g on a grid of θ (scans). Pixels are
+    standardised by one mean m and spread s over all pixels (the statistics of the training images).
+    In eval mode the encoder runs without an autograd graph, in chunks of ``ENCODE_CHUNK`` images: θ-gradients
+    (scores) are unaffected, and evaluating many images stays in bounded memory.
+
+    Example::
+
+        potential = ConvPotential((64, 64), 100.0, 30.0, Standardize.fit(theta), hidden=(64, 64),
+                                  activation="silu")
+        g = potential(images, theta)    # [n]
+    """
+
+    def __init__(self, image_shape, pixel_mean: float, pixel_std: float, theta_scale: Standardize, hidden,
+                 activation: str, channels: tuple[int, ...] = DEFAULT_CHANNELS):
+        super().__init__()
+        self.image_shape = tuple(int(k) for k in image_shape)
+        self.n_channels = 1 if len(self.image_shape) == 2 else self.image_shape[0]
+        self.register_buffer("pixel_mean", torch.tensor(float(pixel_mean)))
+        self.register_buffer("pixel_std", torch.tensor(max(float(pixel_std), 1e-6)))
+        self.theta_scale = theta_scale
+        self.encoder = ImageEncoder(self.n_channels, tuple(channels), activation)
+        self.head = mlp(self.encoder.n_features + theta_scale.mean.numel(), 1, hidden, activation)
+
+    @staticmethod
+    def statistics(x: torch.Tensor) -> dict:
+        """What ``from_info`` needs from the training images: their shape and the pixels' mean and spread."""
+        return {"image_shape": list(x.shape[1:]), "pixel_mean": float(x.mean()), "pixel_std": float(x.std())}
+
+    @classmethod
+    def from_info(cls, info: dict, hidden, activation: str) -> ConvPotential:
+        theta_scale = Standardize(info["theta"]["mean"], info["theta"]["std"])
+        return cls(info["image_shape"], info["pixel_mean"], info["pixel_std"], theta_scale, hidden, activation,
+                   tuple(info.get("channels", DEFAULT_CHANNELS)))
+
+    def _encode_part(self, x: torch.Tensor) -> torch.Tensor:
+        images = x.reshape(x.shape[0], self.n_channels, *self.image_shape[-2:])
+        return self.encoder((images - self.pixel_mean) / self.pixel_std)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Image features [n, F]."""
+        if x.shape[1:] != self.image_shape:
+            raise ValueError(f"the network was trained on images of shape {list(self.image_shape)}, got x of shape "
+                             f"{list(x.shape)}")
+        if self.training:
+            return self._encode_part(x)
+        with torch.no_grad():
+            parts = [self._encode_part(x[i:i + ENCODE_CHUNK]) for i in range(0, x.shape[0], ENCODE_CHUNK)]
+        return torch.cat(parts) if parts else torch.empty(0, self.encoder.n_features)
+
+    def from_features(self, features: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """g [n] from image features [n, F] and θ [n, p]."""
+        return self.head(torch.cat([features, self.theta_scale(theta)], dim=1))[:, 0]
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.encode(x), theta)
+
+    def pair(self, x: torch.Tensor, theta0: torch.Tensor, theta1: torch.Tensor):
+        """(g(x, θ0), g(x, θ1)) from one pass of the encoder."""
+        features = self.encode(x)
+        return self.from_features(features, theta0), self.from_features(features, theta1)
+
+    def table(self, x: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
+        """g(x_i, θ_g) for every θ_g of ``thetas`` [G, p] and image x_i: [G, n], each image encoded once."""
+        features = self.encode(x)
+        n = features.shape[0]
+        rows = []
+        for start in range(0, thetas.shape[0], max(1, TABLE_ROWS // max(n, 1))):  # bounded (θ, image) pairs a pass
+            block = thetas[start:start + max(1, TABLE_ROWS // max(n, 1))]
+            values = self.from_features(features.repeat(block.shape[0], 1), block.repeat_interleave(n, dim=0))
+            rows.append(values.reshape(block.shape[0], n))
+        return torch.cat(rows) if rows else torch.empty(0, n)
