@@ -4,8 +4,9 @@ from .galton import GaltonBoard
 from .lensing import Lensing
 from .lotka_volterra import LotkaVolterra
 from .mixture import GaussianMixture
+from .particle_toy import ParticleToy
 
-__all__ = ["GaltonBoard", "GaussianMixture", "LotkaVolterra", "Lensing", "BUILT_IN"]
+__all__ = ["GaltonBoard", "GaussianMixture", "LotkaVolterra", "Lensing", "ParticleToy", "BUILT_IN"]
 
 BUILT_IN = {"galton": GaltonBoard, "mixture": GaussianMixture, "lotka_volterra": LotkaVolterra,
-            "lensing": Lensing}
+            "lensing": Lensing, "particle_toy": ParticleToy}
