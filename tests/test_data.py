@@ -45,7 +45,7 @@ def test_default_parameter_names():
     ("y", np.zeros(5), r"'y' must have shape \[6\]"),
     ("y", np.full(6, 0.5), "'y' must hold only 0"),
     ("x", np.zeros(6), r"'x' must have shape \[n, d\].*x\[:, None\]"),
-    ("x", np.zeros((5, 3)), r"'x' must have shape \[n, d\] with n = 6"),
+    ("x", np.zeros((5, 3)), r"'x' must have shape \[n, d\] .*with n = 6"),
     ("log_r_xz", np.zeros((6, 1)), r"'log_r_xz' must have shape \[6\]"),
     ("t_xz0", np.zeros((6, 1)), r"'t_xz0' must have shape \[6, 2\]"),
     ("t_xz1", np.array(["a"] * 6), "'t_xz1' must be numeric"),

@@ -13,13 +13,14 @@ from . import priors, simulators
 from .config import apply_config, require
 from .data import AugmentedData
 from .doctor import check_simulator
-from .simulate import MiningError
+from .simulate import MiningError, WorkerCrashError
 from .simulate import simulate as simulate_data
 from .simulator import Simulator
 from .training import NonFiniteLossError
 
 # OSError covers missing, unreadable and unwritable files and folders
-USER_ERRORS = (ValueError, TypeError, OSError, ImportError, AttributeError, KeyError, MiningError, NonFiniteLossError)
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, AttributeError, KeyError, MiningError, NonFiniteLossError,
+               WorkerCrashError)
 CONFIG_HELP = "TOML file of option values (flags override it); see `sluice COMMAND --help`."
 
 
@@ -155,27 +156,33 @@ def demo(quick, out_dir, workers, budgets, seeds, epochs):
 @click.option("--reference", default=None, help="Fixed θ1, comma-separated (default: drawn from the prior).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=None, help="Runs per batch (default: the simulator's).")
-@click.option("--overwrite", is_flag=True, help="Replace FILE if it exists.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Run the batches in this many local processes (default: in this one).")
+@click.option("--scheduler", default=None, help="Run the batches on the Dask cluster at this address (tcp://HOST:8786; "
+              "needs pip install 'sluice-sbi[dask]').")
+@click.option("--overwrite", is_flag=True, help="Replace FILE, or discard an unfinished run writing it; start afresh.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
 @click.pass_context
 @one_line_errors
 def simulate(ctx, **options):
-    """Simulate N runs of SIMULATOR (a built-in name or module:Class) with joint ratio and scores.
+    """Simulate N runs of SIMULATOR (a built-in name or module:Class) with joint ratio and scores into FILE.
+
+    Batches are written to FILE as they finish (each committed atomically), so the same command run again after
+    an interruption (Ctrl-C, kill -9, a lost node) keeps the finished batches and completes FILE, identical to an
+    uninterrupted run; run on a finished FILE it does nothing. Other settings on an existing FILE are refused unless
+    --overwrite is given. --workers K and --scheduler ADDR give the same data as one process.
 
     A --config TOML file may give any option (simulator = "galton", n = 10000, out = "galton.h5", …), flat or
     in a [simulate] table; flags override it.
     """
     options = apply_config(ctx, options, options.pop("config"))
     require(options, "simulator", "n", "out")
-    simulator, n, out, prior, reference, seed, batch_size, overwrite = (options[k] for k in (
-        "simulator", "n", "out", "prior", "reference", "seed", "batch_size", "overwrite"))
+    simulator, n, out, prior, reference = (options[k] for k in ("simulator", "n", "out", "prior", "reference"))
     sim = load_simulator(simulator)
     prior_distribution = parse_prior(prior, sim)
-    if not overwrite and os.path.exists(out):  # refuse before spending compute
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     data = simulate_data(sim, prior_distribution, n, reference=None if reference is None else parse_vector(reference),
-                         seed=seed, batch_size=batch_size)
-    data.save(out, overwrite=overwrite)
+                         seed=options["seed"], batch_size=options["batch_size"], path=out,
+                         overwrite=options["overwrite"], workers=options["workers"], scheduler=options["scheduler"])
     click.echo(f"wrote {len(data)} rows to {out}: {data}")
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 
 import h5py
@@ -109,8 +107,8 @@ class AugmentedData:
         x = tensors["x"]
         if x.ndim < 2 or x.shape[0] != n:
             hint = "; use x[:, None] for a scalar output" if x.ndim == 1 and x.shape[0] == n else ""
-            raise ValueError(f"AugmentedData: field 'x' must have shape [n, d] with n = {n}, "
-                             f"got {list(x.shape)}{hint}")
+            raise ValueError(f"AugmentedData: field 'x' must have shape [n, d] (or [n, ...], e.g. images "
+                             f"[n, H, W]) with n = {n}, got {list(x.shape)}{hint}")
         return _Shapes(n, p)
 
     # --- views ------------------------------------------------------------------------------------------
@@ -192,54 +190,41 @@ class AugmentedData:
 
     # --- storage ----------------------------------------------------------------------------------------
     def save(self, path, overwrite: bool = False) -> None:
-        """Write to an HDF5 file. An existing file is kept unless ``overwrite=True``; the write is atomic
-        (a temporary file in the same folder, renamed into place), so a crash never leaves half a file."""
-        path = os.fspath(path)
-        if os.path.exists(path) and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-        folder = os.path.dirname(os.path.abspath(path))
-        handle, temporary = tempfile.mkstemp(suffix=".h5.partial", dir=folder)
-        os.close(handle)
-        try:
-            with h5py.File(temporary, "w") as file:
-                file.attrs["format"] = FORMAT_NAME
-                file.attrs["version"] = FORMAT_VERSION
-                file.attrs["parameter_names"] = json.dumps(list(self.parameter_names))
-                file.attrs["simulator_name"] = json.dumps(self.simulator_name)
-                file.attrs["n"] = len(self)
-                for name, value in self.fields().items():
-                    if value is not None:
-                        file.create_dataset(name, data=value.numpy())
-            os.replace(temporary, path)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        """Write to an HDF5 file (layout in ``sluice.storage``). An existing file is kept unless
+        ``overwrite=True``; the write is atomic (a temporary file in the same folder, flushed and renamed into
+        place), so a crash never leaves half a file."""
+        from .storage import header_of, write_file
+
+        write_file(path, header_of(self), [self], overwrite)
 
     @classmethod
     def load(cls, path) -> AugmentedData:
-        """Read a file written by ``save``; a missing, truncated, corrupt or foreign file gets a clear error."""
+        """Read a whole file into memory; a missing, truncated, corrupt or foreign file gets a clear error.
+        For files too large for memory use ``open``."""
+        from .checkpoint import unfinished_hint
+        from .storage import read_header
+
         path = os.fspath(path)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"no such data file: {path}")
+            raise FileNotFoundError(f"no such data file: {path}{unfinished_hint(path)}")
+        header = read_header(path)
         try:
             with h5py.File(path, "r") as file:
-                if file.attrs.get("format") != FORMAT_NAME:
-                    raise ValueError(f"{path} is an HDF5 file but not sluice AugmentedData (no '{FORMAT_NAME}' mark)")
-                version = int(file.attrs.get("version", -1))
-                if version > FORMAT_VERSION:
-                    raise ValueError(f"{path} has format version {version}; this sluice reads up to {FORMAT_VERSION}")
-                parameter_names = tuple(json.loads(file.attrs["parameter_names"]))
-                simulator_name = json.loads(file.attrs["simulator_name"])
-                stored_n = int(file.attrs["n"])
-                missing = [name for name in ("theta0", "theta1", "y", "x") if name not in file]
-                if missing:
-                    raise ValueError(f"{path} lacks the field(s) {missing}")
                 arrays = {name: torch.from_numpy(file[name][...]) if name in file else None for name in FIELDS}
         except OSError as error:
             raise ValueError(f"{path} cannot be read as HDF5 (truncated or corrupt?): {error}") from None
-        except KeyError as error:
-            raise ValueError(f"{path} lacks the attribute {error} that sluice writes") from None
-        data = cls(**arrays, parameter_names=parameter_names, simulator_name=simulator_name)
-        if len(data) != stored_n:
-            raise ValueError(f"{path} holds {len(data)} rows but says it holds {stored_n}: the file is incomplete")
-        return data
+        return cls(**arrays, parameter_names=header.parameter_names, simulator_name=header.simulator_name)
+
+    @classmethod
+    def open(cls, path, partial: bool = False, block_rows: int | None = None, blocks_in_memory: int = 4,
+             statistics_rows: int = 100_000):
+        """The file as ``sluice.ondisk.OnDiskData``: read-only, its rows read only when asked for, so a file
+        larger than memory can be sliced, split and trained on (``Estimator.fit`` reads it block by block).
+
+        ``partial=True`` opens the batches committed so far by an unfinished (or killed) ``sluice.simulate(...,
+        path=path)`` when the file itself does not exist yet. ``block_rows`` (default: about n/64, at most
+        16 384 and 16 MiB), ``blocks_in_memory`` and ``statistics_rows`` set how training reads it (see OnDiskData)."""
+        from .checkpoint import open_data
+
+        return open_data(path, partial, block_rows=block_rows, blocks_in_memory=blocks_in_memory,
+                         statistics_rows=statistics_rows)

@@ -1,4 +1,12 @@
-"""The one training loop: Adam, a decaying learning rate, mini-batches, early stopping on held-out data."""
+"""The one training loop: Adam, a decaying learning rate, mini-batches, early stopping on held-out data.
+
+Rows come from a source with ``shuffled(generator, batch_size)`` and ``in_order(batch_size)``: ``TensorRows``
+(a dict of tensors in memory, shuffled as a whole each epoch) or ``BlockRows`` (data on disk, read in blocks of
+consecutive rows: each epoch visits the blocks in a random order, ``blocks_in_memory`` at a time, shuffling the
+rows of the blocks held; memory stays at blocks_in_memory × block_rows rows whatever the file's size). Block
+shuffling loses nothing here: sluice.simulate's rows are exchangeable (each draws its own θ), so a block is as
+good a sample as any other rows.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-__all__ = ["TrainingHistory", "NonFiniteLossError", "train"]
+__all__ = ["TrainingHistory", "NonFiniteLossError", "train", "TensorRows", "BlockRows"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -35,21 +43,74 @@ def _batches(tensors: dict, order: torch.Tensor, batch_size: int):
         yield {name: value[rows] for name, value in tensors.items()}
 
 
-def _mean_loss(loss_fn, tensors: dict, batch_size: int) -> float:
-    """The loss over all rows of ``tensors`` (score terms need autograd, so no no_grad here)."""
-    n = next(iter(tensors.values())).shape[0]
-    total = 0.0
-    for batch in _batches(tensors, torch.arange(n), batch_size):
-        rows = next(iter(batch.values())).shape[0]
-        total += float(loss_fn(batch).detach()) * rows
+class TensorRows:
+    """Rows in memory: a dict of tensors with a common first dimension."""
+
+    def __init__(self, tensors: dict):
+        self.tensors = tensors
+        self.n = next(iter(tensors.values())).shape[0]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def shuffled(self, generator: torch.Generator, batch_size: int):
+        return _batches(self.tensors, torch.randperm(self.n, generator=generator), batch_size)
+
+    def in_order(self, batch_size: int):
+        return _batches(self.tensors, torch.arange(self.n), batch_size)
+
+
+class BlockRows:
+    """Rows of on-disk data (``sluice.ondisk.OnDiskData``) read a few blocks at a time (module notes).
+
+    ``to_tensors(data) -> dict`` turns the AugmentedData of the blocks held into training tensors (an
+    estimator's ``_tensors``). ``most_rows_held`` records the most rows it ever held at once."""
+
+    def __init__(self, data, to_tensors: Callable, blocks_in_memory: int | None = None):
+        self.data, self.to_tensors = data, to_tensors
+        self.blocks_in_memory = int(blocks_in_memory or data.blocks_in_memory)
+        self.most_rows_held = 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _groups(self, order: list):
+        for start in range(0, len(order), self.blocks_in_memory):
+            tensors = self.to_tensors(self.data.read_blocks(order[start:start + self.blocks_in_memory]))
+            rows = next(iter(tensors.values())).shape[0]
+            self.most_rows_held = max(self.most_rows_held, rows)
+            yield tensors, rows
+
+    def shuffled(self, generator: torch.Generator, batch_size: int):
+        order = torch.randperm(len(self.data.blocks), generator=generator).tolist()
+        for tensors, rows in self._groups(order):
+            yield from _batches(tensors, torch.randperm(rows, generator=generator), batch_size)
+
+    def in_order(self, batch_size: int):
+        for tensors, rows in self._groups(list(range(len(self.data.blocks)))):
+            yield from _batches(tensors, torch.arange(rows), batch_size)
+
+
+def _as_rows(rows):
+    return rows if hasattr(rows, "shuffled") else TensorRows(rows)
+
+
+def _mean_loss(loss_fn, rows, batch_size: int) -> float:
+    """The loss over all ``rows`` (a source, or a dict of tensors); score terms need autograd, so no no_grad."""
+    total, n = 0.0, 0
+    for batch in _as_rows(rows).in_order(batch_size):
+        size = next(iter(batch.values())).shape[0]
+        total += float(loss_fn(batch).detach()) * size
+        n += size
     return total / n
 
 
-def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tensors: dict,
-          validation_tensors: dict | None, *, epochs: int, batch_size: int, learning_rate: float = 1e-3,
+def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tensors,
+          validation_tensors, *, epochs: int, batch_size: int, learning_rate: float = 1e-3,
           final_learning_rate: float = 1e-5, patience: int = 30, clip_grad_norm: float = 10.0, seed: int = 0,
           progress: bool | None = None, description: str = "training") -> TrainingHistory:
-    """Minimise ``loss_fn(batch)`` over ``train_tensors`` (a dict of tensors with a common first dimension).
+    """Minimise ``loss_fn(batch)`` over ``train_tensors`` (a dict of tensors with a common first dimension, or a
+    row source such as ``BlockRows``); ``validation_tensors`` likewise, or None.
 
     Adam from ``learning_rate``, halved whenever the validation loss (else the training loss) stalls
     (ReduceLROnPlateau), down to ``final_learning_rate``;
@@ -65,7 +126,8 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3),
                                                            min_lr=final_learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    n = next(iter(train_tensors.values())).shape[0]
+    training = _as_rows(train_tensors)
+    validation = _as_rows(validation_tensors) if validation_tensors else None
     best_loss, best_state, waited = math.inf, None, 0
     bar = None
     if progress or (progress is None and sys.stderr.isatty()):
@@ -78,7 +140,7 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
         for epoch in range(epochs):
             model.train()
             running, counted, skipped = 0.0, 0, 0
-            for batch in _batches(train_tensors, torch.randperm(n, generator=generator), batch_size):
+            for batch in training.shuffled(generator, batch_size):
                 loss = loss_fn(batch)
                 if not torch.isfinite(loss):
                     skipped += 1
@@ -95,8 +157,7 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
                                          "check the data for extreme targets or lower the learning rate")
             history.train_loss.append(running / counted)
             model.eval()
-            current = _mean_loss(loss_fn, validation_tensors, 4 * batch_size) if validation_tensors else \
-                history.train_loss[-1]
+            current = _mean_loss(loss_fn, validation, 4 * batch_size) if validation else history.train_loss[-1]
             history.validation_loss.append(current)
             scheduler.step(current)
             if current < best_loss:
@@ -104,7 +165,7 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 waited += 1
-                if validation_tensors and waited >= patience:
+                if validation and waited >= patience:
                     history.stopped_early = True
                     break
             if bar is not None:

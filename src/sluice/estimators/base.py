@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import torch
 
 from ..data import AugmentedData
+from ..ondisk import OnDiskData
 from ..simulator import as_theta_batch
-from ..training import train
+from ..training import BlockRows, train
 
 REGISTRY: dict[str, type] = {}
 EVALUATION_CHUNK = 65_536  # rows per forward pass when predicting
@@ -92,28 +93,39 @@ class Estimator:
 
     def fit(self, data: AugmentedData, epochs: int | None = None, batch_size: int | None = None,
             validation_fraction: float = 0.2, seed: int = 0, progress: bool | None = None):
-        """Train on ``data`` (a validation part of ``validation_fraction`` is held out first); returns self."""
+        """Train on ``data`` (a validation part of ``validation_fraction`` is held out first); returns self.
+
+        ``data`` may be on disk (``sluice.AugmentedData.open(path)`` or ``simulate(..., path=...)``): it is then
+        read in shuffled blocks in bounded memory, validation is a fixed set of whole blocks, and the statistics
+        fitted once (standardisation of x and θ, Var(t)) come from ``data.statistics_sample``, a bounded sample
+        of random blocks plus the extreme rows of x."""
         self._check_data(data)
         batch_size = int(batch_size or self.batch_size)
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # small networks train faster on one thread (DESIGN.md)
+        on_disk = isinstance(data, OnDiskData)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(seed)
                 training, validation = data.split(validation_fraction, seed) if validation_fraction else (data, None)
+                # on-disk data: the statistics (standardisation, Var(t), a discrete support) come from a bounded
+                # sample of blocks (OnDiskData.statistics_sample), and the rows are read block by block
+                statistics = training.statistics_sample(seed) if on_disk else training
                 self.parameter_names_ = data.parameter_names
-                self.info_ = self._describe(training)
+                self.info_ = self._describe(statistics)
                 self.model_ = self._make_model(self.info_)
-                self._prepare(training)
+                self._prepare(statistics)
                 epochs = int(epochs or self.epochs or default_epochs(len(training), batch_size))
                 patience = self.patience or max(20, epochs // 10)  # about 600 optimiser steps by default
+                rows = BlockRows(training, self._tensors) if on_disk else self._tensors(training)
+                held_out = None if validation is None else \
+                    BlockRows(validation, self._tensors) if on_disk else self._tensors(validation)
                 self.history_ = train(
-                    self.model_, self._loss, self._tensors(training),
-                    self._tensors(validation) if validation is not None else None,
+                    self.model_, self._loss, rows, held_out,
                     epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=patience,
                     clip_grad_norm=self.clip_grad_norm, seed=seed, progress=progress,
                     description=f"training {type(self).__name__}")
-                self._after_fit(training)
+                self._after_fit(statistics)
         finally:
             torch.set_num_threads(previous_threads)
         return self
