@@ -3,8 +3,9 @@
 from .base import Estimator, load
 from .ensemble import Ensemble
 from .likelihood import NDE, SCANDAL
+from .posterior import NPE, AugmentedNPE
 from .ratio import ALICE, ALICES, CARL, CASCAL, RASCAL, ROLR
 from .score import SALLINO, SALLY
 
 __all__ = ["Estimator", "Ensemble", "load", "CARL", "ROLR", "ALICE", "CASCAL", "RASCAL", "ALICES", "NDE", "SCANDAL",
-           "SALLY", "SALLINO"]
+           "SALLY", "SALLINO", "NPE", "AugmentedNPE"]
