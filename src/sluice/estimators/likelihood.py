@@ -14,6 +14,20 @@ from ..nets import CategoricalLikelihood, FlowLikelihood, Standardize, looks_dis
 from .base import Estimator, PotentialPredictions, ScoreTarget
 
 
+def density_loss(model, x: torch.Tensor, theta: torch.Tensor, score_target: torch.Tensor | None, alpha: float,
+                 weight: torch.Tensor | None) -> torch.Tensor:
+    """−mean log m(x, θ) for a density model m (p̂(x|θ) or q̂(θ|x)), plus α Σ_j w_j (∂θ_j log m − target_j)²
+    where a ``score_target`` is given (SCANDAL: the joint score; AugmentedNPE: the posterior-score target)."""
+    theta = theta.clone().requires_grad_(score_target is not None)
+    with torch.enable_grad():
+        log_density = model(x, theta)
+        loss = losses.negative_log_likelihood(log_density)
+        if score_target is not None:
+            (score,) = torch.autograd.grad(log_density.sum(), theta, create_graph=True)
+            loss = loss + alpha * losses.score_loss(score, score_target, weight=weight)
+    return loss
+
+
 class NDE(PotentialPredictions, Estimator):
     """Neural density estimation: minimise −log p̂(x|θ) over (x, θ) pairs, θ the parameter that made x.
 
@@ -71,14 +85,9 @@ class NDE(PotentialPredictions, Estimator):
         return tensors
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        theta = batch["theta"].clone().requires_grad_(self.uses_score)
-        with torch.enable_grad():
-            log_p = self.model_(batch["x"], theta)
-            loss = losses.negative_log_likelihood(log_p)
-            if self.uses_score:
-                (t_hat,) = torch.autograd.grad(log_p.sum(), theta, create_graph=True)
-                loss = loss + self.alpha * losses.score_loss(t_hat, batch["t_xz"], weight=self._target.weight)
-        return loss
+        target = batch["t_xz"] if self.uses_score else None
+        return density_loss(self.model_, batch["x"], batch["theta"], target, self.alpha,
+                            self._target.weight if self.uses_score else None)
 
     # --- predictions ----------------------------------------------------------------------------------------
     def log_likelihood(self, x, theta) -> torch.Tensor:

@@ -26,11 +26,11 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution
 
-from .. import losses
 from ..data import AugmentedData
 from ..nets import FlowLikelihood, Standardize
 from ..priors import BoxUniform
 from .base import Estimator, PotentialPredictions, ScoreTarget
+from .likelihood import density_loss
 
 __all__ = ["NPE", "AugmentedNPE", "prior_score", "posterior_score_target"]
 
@@ -128,14 +128,9 @@ class NPE(Estimator):
         return tensors
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        theta = batch["theta"].clone().requires_grad_(self.uses_score)
-        with torch.enable_grad():
-            log_q = self.model_(batch["x"], theta)
-            loss = losses.negative_log_likelihood(log_q)
-            if self.uses_score:
-                (score,) = torch.autograd.grad(log_q.sum(), theta, create_graph=True)
-                loss = loss + self.alpha * losses.score_loss(score, batch["target"], weight=self._target.weight)
-        return loss
+        target = batch["target"] if self.uses_score else None
+        return density_loss(self.model_, batch["x"], batch["theta"], target, self.alpha,
+                            self._target.weight if self.uses_score else None)
 
     def _restore(self, state: dict) -> None:
         self.prior_ = None
