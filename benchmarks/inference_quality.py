@@ -20,6 +20,7 @@ import torch
 
 import sluice
 from sluice import inference
+from table import publish
 
 LEVELS = (0.68, 0.95)
 N_OBS = (10, 100)
@@ -103,11 +104,7 @@ def main():
                     lines.append(f"| {name} | {method} | {n_obs} | {level:.0%} | {spread(ratios)} | {spread(covers)} "
                                  f"| {exact_cover[n_obs][k].covered:.3f} | {fit} |")
                     print(lines[-1], flush=True)
-    table = "\n".join(lines)
-    print(table)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "inference_quality.md"), "w") as file:
-        file.write(table + "\n")
+    publish(lines, os.path.join(args.out, "inference_quality.md"))
 
 
 if __name__ == "__main__":

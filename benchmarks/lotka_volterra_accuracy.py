@@ -22,6 +22,7 @@ import torch
 
 import sluice
 from sluice.simulate import DroppedRowsWarning
+from table import publish
 
 
 def simulated(simulator, n, seed, path):
@@ -86,10 +87,7 @@ def main():
             mse = float(((log_ratios(estimator, test) - reference) ** 2).mean())
             lines.append(f"| {method} | {n:,} | {mse:.4f} | {seconds:.0f} |")
             print(lines[-1], flush=True)
-    table = "\n".join(lines)
-    print(table)
-    with open(args.out, "w") as file:
-        file.write(table + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

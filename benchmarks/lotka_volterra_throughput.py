@@ -21,6 +21,7 @@ import torch
 import sluice
 from sluice.simulate import DroppedRowsWarning, batch_seeds
 from sluice.simulators.lotka_volterra import LotkaVolterra
+from table import publish
 
 
 def sample_only(simulator, prior, n, batch_size):
@@ -73,11 +74,7 @@ def main():
     for label, threads, n, wall, cpu, capped in rows:
         lines.append(f"{label:<52} {threads:>7} {n:>7} {wall:>7.2f} {n / wall:>7,.0f} {cpu:>7.2f} {n / cpu:>10,.0f} "
                      f"{capped / n:>7.2%}")
-    table = "\n".join(lines)
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as file:
-        file.write(table + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 
 import sluice
 from sluice.simulate import batch_seeds
+from table import publish
 
 
 class BlackBoxGalton(sluice.simulators.GaltonBoard):
@@ -73,11 +74,7 @@ def main():
         "|---|---|---|",
     ]
     lines += [f"| {label} | {seconds:.3f} | {seconds / baseline:.2f} |" for label, seconds in timings]
-    table = "\n".join(lines)
-    print(table)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as file:
-        file.write(table + "\n")
+    publish(lines, args.out)
 
 
 if __name__ == "__main__":
