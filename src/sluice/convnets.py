@@ -8,6 +8,7 @@ import torch.nn as nn
 from .nets import Standardize, activation_class, mlp
 
 NETWORKS = ("auto", "mlp", "conv")
+NORMS = ("batch", "none")
 DEFAULT_CHANNELS = (16, 32, 64)
 ENCODE_CHUNK = 512  # images per encoder pass outside training (bounds memory for large evaluations)
 TABLE_ROWS = 262_144  # (θ, image) pairs per pass of the head in ``ConvPotential.table``
@@ -24,15 +25,28 @@ def choose_network(network: str, x: torch.Tensor) -> str:
     return network
 
 
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+    return norm
+
+
+def _normalised(convolution: nn.Conv2d, norm: str) -> nn.Module:
+    """The convolution, followed by batch normalisation of its channels where ``norm`` is "batch"."""
+    return nn.Sequential(convolution, nn.BatchNorm2d(convolution.out_channels)) if norm == "batch" else convolution
+
+
 class ResidualBlock(nn.Module):
     """act(shortcut(v) + conv(act(conv(v)))): two 3×3 convolutions, the first with ``stride``; the shortcut is a
-    1×1 convolution where the shape changes."""
+    1×1 convolution where the shape changes. With ``norm="batch"`` each convolution is batch-normalised (as in a
+    ResNet): on images whose signal is a faint local distortion it trains several times faster."""
 
-    def __init__(self, n_in: int, n_out: int, stride: int, activation: str):
+    def __init__(self, n_in: int, n_out: int, stride: int, activation: str, norm: str = "none"):
         super().__init__()
-        self.first = nn.Conv2d(n_in, n_out, 3, stride=stride, padding=1)
-        self.second = nn.Conv2d(n_out, n_out, 3, padding=1)
-        self.shortcut = nn.Identity() if (n_in, stride) == (n_out, 1) else nn.Conv2d(n_in, n_out, 1, stride=stride)
+        self.first = _normalised(nn.Conv2d(n_in, n_out, 3, stride=stride, padding=1), norm)
+        self.second = _normalised(nn.Conv2d(n_out, n_out, 3, padding=1), norm)
+        self.shortcut = nn.Identity() if (n_in, stride) == (n_out, 1) else \
+            _normalised(nn.Conv2d(n_in, n_out, 1, stride=stride), norm)
         self.activation = activation_class(activation)()
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
@@ -47,12 +61,12 @@ class ImageEncoder(nn.Module):
     For 64×64 images and channels (16, 32, 64): 32×32 → 16×16 → 8×8, about 9·10⁶ multiply-adds per image.
     """
 
-    def __init__(self, n_channels_in: int, channels: tuple[int, ...], activation: str):
+    def __init__(self, n_channels_in: int, channels: tuple[int, ...], activation: str, norm: str = "none"):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(n_channels_in, channels[0], 3, stride=2, padding=1),
-                                  activation_class(activation)())
+        self.stem = nn.Sequential(_normalised(nn.Conv2d(n_channels_in, channels[0], 3, stride=2, padding=1),
+                                              check_norm(norm)), activation_class(activation)())
         pairs = zip(channels[:-1], channels[1:], strict=True)
-        self.blocks = nn.Sequential(*[ResidualBlock(a, b, 2, activation) for a, b in pairs])
+        self.blocks = nn.Sequential(*[ResidualBlock(a, b, 2, activation, norm) for a, b in pairs])
         self.n_features = 2 * channels[-1]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -78,14 +92,14 @@ class ConvPotential(nn.Module):
     """
 
     def __init__(self, image_shape, pixel_mean: float, pixel_std: float, theta_scale: Standardize, hidden,
-                 activation: str, channels: tuple[int, ...] = DEFAULT_CHANNELS):
+                 activation: str, channels: tuple[int, ...] = DEFAULT_CHANNELS, norm: str = "none"):
         super().__init__()
         self.image_shape = tuple(int(k) for k in image_shape)
         self.n_channels = 1 if len(self.image_shape) == 2 else self.image_shape[0]
         self.register_buffer("pixel_mean", torch.tensor(float(pixel_mean)))
         self.register_buffer("pixel_std", torch.tensor(max(float(pixel_std), 1e-6)))
         self.theta_scale = theta_scale
-        self.encoder = ImageEncoder(self.n_channels, tuple(channels), activation)
+        self.encoder = ImageEncoder(self.n_channels, tuple(channels), activation, norm)
         self.head = mlp(self.encoder.n_features + theta_scale.mean.numel(), 1, hidden, activation)
 
     @staticmethod
@@ -97,7 +111,7 @@ class ConvPotential(nn.Module):
     def from_info(cls, info: dict, hidden, activation: str) -> ConvPotential:
         theta_scale = Standardize(info["theta"]["mean"], info["theta"]["std"])
         return cls(info["image_shape"], info["pixel_mean"], info["pixel_std"], theta_scale, hidden, activation,
-                   tuple(info.get("channels", DEFAULT_CHANNELS)))
+                   tuple(info.get("channels", DEFAULT_CHANNELS)), info.get("norm", "none"))  # models saved before norm
 
     def _encode_part(self, x: torch.Tensor) -> torch.Tensor:
         images = x.reshape(x.shape[0], self.n_channels, *self.image_shape[-2:])

@@ -48,7 +48,7 @@ def score_loss(t_hat: torch.Tensor, t_xz: torch.Tensor, mask: torch.Tensor | Non
     """
     squared = (t_hat - t_xz) ** 2
     if weight is not None:
-        squared = squared * weight
+        squared = squared * weight.to(squared.device)
     per_row = squared.sum(dim=1)
     if mask is not None:
         per_row = per_row * mask

@@ -122,7 +122,7 @@ class CategoricalLikelihood(nn.Module):
         whole = torch.round(flat)
         offset = whole.long() - low
         valid = (whole == flat).all(dim=1) & (offset >= 0).all(dim=1) & (offset < radix).all(dim=1)
-        strides = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), radix[:-1]]), dim=0)
+        strides = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long, device=radix.device), radix[:-1]]), dim=0)
         return (offset.clamp_min(0) * strides).sum(dim=1), valid
 
     @classmethod

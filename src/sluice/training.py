@@ -95,10 +95,14 @@ def _as_rows(rows):
     return rows if hasattr(rows, "shuffled") else TensorRows(rows)
 
 
-def _mean_loss(loss_fn, rows, batch_size: int) -> float:
+def _on(batch: dict, device) -> dict:
+    return batch if device is None else {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+
+
+def _mean_loss(loss_fn, rows, batch_size: int, device=None) -> float:
     """The loss over all ``rows`` (a source, or a dict of tensors); score terms need autograd, so no no_grad."""
     total, n = 0.0, 0
-    for batch in _as_rows(rows).in_order(batch_size):
+    for batch in map(lambda b: _on(b, device), _as_rows(rows).in_order(batch_size)):
         size = next(iter(batch.values())).shape[0]
         total += float(loss_fn(batch).detach()) * size
         n += size
@@ -108,7 +112,7 @@ def _mean_loss(loss_fn, rows, batch_size: int) -> float:
 def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tensors,
           validation_tensors, *, epochs: int, batch_size: int, learning_rate: float = 1e-3,
           final_learning_rate: float = 1e-5, patience: int = 30, clip_grad_norm: float = 10.0, seed: int = 0,
-          progress: bool | None = None, description: str = "training") -> TrainingHistory:
+          progress: bool | None = None, description: str = "training", device=None) -> TrainingHistory:
     """Minimise ``loss_fn(batch)`` over ``train_tensors`` (a dict of tensors with a common first dimension, or a
     row source such as ``BlockRows``); ``validation_tensors`` likewise, or None.
 
@@ -117,7 +121,8 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
     gradient norms clipped to ``clip_grad_norm``; a batch whose loss is NaN or inf is skipped and counted,
     and a run whose every batch of an epoch is non-finite stops with NonFiniteLossError. With validation
     data, training stops after ``patience`` epochs without improvement and the best weights (a deep copy
-    taken when they were best) are restored.
+    taken when they were best) are restored. ``device``: where each batch goes before the loss (the model must
+    be there already); None leaves the batches where they are.
     """
     started = time.perf_counter()
     history = TrainingHistory()
@@ -141,7 +146,7 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
             model.train()
             running, counted, skipped = 0.0, 0, 0
             for batch in training.shuffled(generator, batch_size):
-                loss = loss_fn(batch)
+                loss = loss_fn(_on(batch, device))
                 if not torch.isfinite(loss):
                     skipped += 1
                     continue
@@ -157,7 +162,7 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
                                          "check the data for extreme targets or lower the learning rate")
             history.train_loss.append(running / counted)
             model.eval()
-            current = _mean_loss(loss_fn, validation, 4 * batch_size) if validation else history.train_loss[-1]
+            current = _mean_loss(loss_fn, validation, 4 * batch_size, device) if validation else history.train_loss[-1]
             history.validation_loss.append(current)
             scheduler.step(current)
             if current < best_loss:

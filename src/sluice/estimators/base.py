@@ -61,7 +61,7 @@ class Estimator:
     def __init__(self, hidden: tuple[int, ...] = (64, 64), activation: str = "silu", learning_rate: float = 1e-3,
                  batch_size: int = 128, epochs: int | None = None, patience: int | None = None,
                  clip_grad_norm: float = 10.0,
-                 threads: int = 1):
+                 threads: int = 1, device: str = "cpu"):
         self.hidden = tuple(hidden)
         self.activation = activation
         self.learning_rate = learning_rate
@@ -70,6 +70,7 @@ class Estimator:
         self.patience = patience
         self.clip_grad_norm = clip_grad_norm
         self.threads = threads
+        self.device = str(device)
 
     # --- hyperparameters ---------------------------------------------------------------------------------
     def get_params(self) -> dict:
@@ -95,11 +96,16 @@ class Estimator:
             validation_fraction: float = 0.2, seed: int = 0, progress: bool | None = None):
         """Train on ``data`` (a validation part of ``validation_fraction`` is held out first); returns self.
 
+        Training runs on ``self.device`` ("cpu", "cuda", "cuda:1", …): the network and, for data in memory, the
+        training tensors are moved there once; the fitted network is then moved back, so predictions, saving and
+        later steps (SALLY's density) run on the CPU wherever it was trained.
+
         ``data`` may be on disk (``sluice.AugmentedData.open(path)`` or ``simulate(..., path=...)``): it is then
         read in shuffled blocks in bounded memory, validation is a fixed set of whole blocks, and the statistics
         fitted once (standardisation of x and θ, Var(t)) come from ``data.statistics_sample``, a bounded sample
         of random blocks plus the extreme rows of x."""
         self._check_data(data)
+        device = training_device(self.device, type(self).__name__)
         batch_size = int(batch_size or self.batch_size)
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # small networks train faster on one thread (DESIGN.md)
@@ -117,14 +123,18 @@ class Estimator:
                 self._prepare(statistics)
                 epochs = int(epochs or self.epochs or default_epochs(len(training), batch_size))
                 patience = self.patience or max(20, epochs // 10)  # about 600 optimiser steps by default
-                rows = BlockRows(training, self._tensors) if on_disk else self._tensors(training)
+                rows = BlockRows(training, self._tensors) if on_disk else _moved(self._tensors(training), device)
                 held_out = None if validation is None else \
-                    BlockRows(validation, self._tensors) if on_disk else self._tensors(validation)
-                self.history_ = train(
-                    self.model_, self._loss, rows, held_out,
-                    epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=patience,
-                    clip_grad_norm=self.clip_grad_norm, seed=seed, progress=progress,
-                    description=f"training {type(self).__name__}")
+                    BlockRows(validation, self._tensors) if on_disk else _moved(self._tensors(validation), device)
+                self.model_.to(device)
+                try:
+                    self.history_ = train(
+                        self.model_, self._loss, rows, held_out,
+                        epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=patience,
+                        clip_grad_norm=self.clip_grad_norm, seed=seed, progress=progress,
+                        description=f"training {type(self).__name__}", device=device)
+                finally:
+                    self.model_.cpu()
                 self._after_fit(statistics)
         finally:
             torch.set_num_threads(previous_threads)
@@ -179,6 +189,27 @@ class Estimator:
 
     def _restore(self, state: dict) -> None:
         """Hook: restore what ``_state`` added beyond the network."""
+
+
+def training_device(name: str, owner: str) -> torch.device:
+    """``name`` as a torch.device, with a clear error for a malformed name or a GPU this machine lacks."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{owner}: device={name!r} is not a device name ('cpu', 'cuda', 'cuda:1', …)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{owner}: device={name!r} asks for a CUDA GPU, but torch sees none on this machine "
+                           "(use device='cpu')")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise RuntimeError(f"{owner}: device={name!r}, but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{owner}: device={name!r}: sluice trains on 'cpu', 'cuda' or 'mps'")
+    return device
+
+
+def _moved(tensors: dict, device: torch.device) -> dict:
+    """The training tensors on ``device`` (no copy where they are already there)."""
+    return {name: value.to(device) for name, value in tensors.items()}
 
 
 class PotentialPredictions:

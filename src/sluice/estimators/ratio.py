@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import losses
-from ..convnets import DEFAULT_CHANNELS, ConvPotential, choose_network
+from ..convnets import DEFAULT_CHANNELS, ConvPotential, check_norm, choose_network
 from ..data import AugmentedData
 from ..nets import Potential, Standardize
 from .base import Estimator, PotentialPredictions, ScoreTarget
@@ -21,7 +21,8 @@ class RatioEstimator(PotentialPredictions, Estimator):
     Targets are clipped: |log r(x,z)| ≤ ``clip_log_r``; |t_j| ≤ ``clip_score`` standard deviations of t_j.
     ``network``: "mlp" (``nets.Potential`` on standardised x), "conv" (``convnets.ConvPotential``, a residual
     encoder with ``channels`` and θ joined after it) or "auto" (the default): "conv" where x is an image,
-    [n, H, W] or [n, C, H, W], else "mlp".
+    [n, H, W] or [n, C, H, W], else "mlp". ``norm``: "batch" (the default) or "none", batch normalisation in
+    the conv encoder.
     """
 
     uses_ratio = False
@@ -29,10 +30,11 @@ class RatioEstimator(PotentialPredictions, Estimator):
 
     def __init__(self, alpha: float = 1.0, scale_free: bool = True, clip_log_r: float = 20.0,
                  clip_score: float | None = 50.0, network: str = "auto",
-                 channels: tuple[int, ...] = DEFAULT_CHANNELS, **common):
+                 channels: tuple[int, ...] = DEFAULT_CHANNELS, norm: str = "batch", **common):
         super().__init__(**common)
         self.network = network
         self.channels = tuple(channels)
+        self.norm = check_norm(norm)
         self.alpha = alpha
         self.scale_free = scale_free
         self.clip_log_r = clip_log_r
@@ -47,7 +49,8 @@ class RatioEstimator(PotentialPredictions, Estimator):
     def _describe(self, data: AugmentedData) -> dict:
         theta = torch.cat([data.theta0, data.theta1])
         if choose_network(self.network, data.x) == "conv":
-            return {"network": "conv", "channels": list(self.channels), **ConvPotential.statistics(data.x),
+            return {"network": "conv", "channels": list(self.channels), "norm": self.norm,
+                    **ConvPotential.statistics(data.x),
                     "theta": Standardize.fit(theta).state_dict()}
         return {"x": Standardize.fit(data.x).state_dict(), "theta": Standardize.fit(theta).state_dict()}
 

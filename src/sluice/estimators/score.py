@@ -207,8 +207,9 @@ class StatisticDensity(Estimator):
     def _loss(self, batch: dict) -> torch.Tensor:
         # the statistic's θ is drawn afresh for every batch from the θ of the runs: h_θ for runs made at θ'
         theta_made = batch["theta_made"]
-        theta_statistic = theta_made[torch.randperm(theta_made.shape[0])]
-        h = (batch["summary"] * (theta_statistic - torch.tensor(self.theta_ref))).sum(dim=1, keepdim=True)
+        theta_statistic = theta_made[torch.randperm(theta_made.shape[0], device=theta_made.device)]
+        reference = torch.tensor(self.theta_ref, device=theta_made.device)
+        h = (batch["summary"] * (theta_statistic - reference)).sum(dim=1, keepdim=True)
         return losses.negative_log_likelihood(self.model_(h, torch.cat([theta_statistic, theta_made], dim=1)))
 
     def log_ratio_to_reference(self, summary: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

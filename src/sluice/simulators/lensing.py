@@ -96,11 +96,14 @@ class Lensing(Simulator):
     max_fraction_of_host = 0.01  # m_max = 0.01 M_200
 
     def __init__(self, max_subhaloes: int = 512, source_flux: float = 1e4, background: float = 100.0,
-                 psf_sigma: float = 0.07, truncation: float = 3.0, threads: int | None = None):
+                 psf_sigma: float = 0.07, truncation: float = 3.0, threads: int | None = None,
+                 device: str | None = None):
         self.max_subhaloes = int(max_subhaloes)
         self.source_flux, self.background = float(source_flux), float(background)
         self.psf_sigma, self.truncation = float(psf_sigma), float(truncation)
         self.threads = threads  # torch threads while rendering (None: leave torch's setting alone)
+        # where images are rendered ("cuda": on a GPU; the population is drawn on the CPU, images come back there)
+        self.device = None if device is None else torch.device(device)
         self.n_runs = 0
         self.n_capped = 0
 
@@ -198,7 +201,7 @@ class Lensing(Simulator):
             squared = offset.pow(2).sum(dim=2) + softening**2
             a = cutoff[part, None]
             factor = strength[part, None] * (squared.rsqrt() - 1.0 / (a + (squared + a * a).sqrt()))
-            rows = (run[part, None] * points.shape[0] + torch.arange(points.shape[0])).reshape(-1)
+            rows = (run[part, None] * points.shape[0] + torch.arange(points.shape[0], device=points.device)).reshape(-1)
             flat.index_add_(0, rows, (factor[..., None] * offset).reshape(-1, 2))
         return total
 
@@ -211,19 +214,36 @@ class Lensing(Simulator):
 
     def render(self, z: dict, noise: bool = True, generator=None) -> torch.Tensor:
         """Images [n, 64, 64] in counts: Poisson(PSF ∗ lensed source + background), or the expectation without
-        ``noise``. The source surface brightness is I(r) = F k²/(2π) e^(−k r), k = b₁/R_e (total flux F)."""
+        ``noise``. The source surface brightness is I(r) = F k²/(2π) e^(−k r), k = b₁/R_e (total flux F).
+
+        With ``device`` set (e.g. "cuda") the images are rendered there and returned on the CPU; the pixel noise then
+        comes from a generator on that device seeded from ``generator``, so a seed gives the same images on
+        the same kind of device (not bit for bit the CPU's)."""
         threads_before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
+        device = self.device or torch.device("cpu")
+        if device.type != "cpu":
+            z = {name: z[name].to(device) for name in ("sigma_v", "mask", "masses", "positions", "source_offset")}
         try:
-            points = self.pixel_grid()
-            traced = points[None] - self.deflection(z, points) - z["source_offset"].to(torch.float32)[:, None]
+            points = self.pixel_grid().to(device)
+            chunk = 1024 if device.type == "cpu" else 16_384
+            traced = points[None] - self.deflection(z, points, chunk) - z["source_offset"].to(torch.float32)[:, None]
             k = SERSIC_B1 / self.source_radius
             peak = self.source_flux * k * k / (2.0 * math.pi) * self.pixel_size**2  # counts per pixel at r = 0
             radius = traced.pow(2).sum(dim=2).sqrt()
             source = (peak * torch.exp(-k * radius)).view(-1, 1, self.pixels, self.pixels)
-            blurred = F.conv2d(source, self.psf_kernel(), padding=3)[:, 0] + self.background
-            return torch.poisson(blurred, generator=generator) if noise else blurred
+            blurred = F.conv2d(source, self.psf_kernel().to(device), padding=3)[:, 0] + self.background
+            if noise and device.type != "cpu":
+                on_device = torch.Generator(device=device)
+                if generator is None:
+                    on_device.seed()
+                else:
+                    on_device.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+                blurred = torch.poisson(blurred, generator=on_device)
+            elif noise:
+                blurred = torch.poisson(blurred, generator=generator)
+            return blurred.cpu()
         finally:
             torch.set_num_threads(threads_before)
 
