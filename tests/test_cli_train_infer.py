@@ -189,6 +189,8 @@ def _bad_files(folder):
      "unknown simulator"),
     (["infer", "{files}/alices.pt", "--observed", "{tmp}/none.npy", "--out", "{tmp}/s", "--grid", "-1:-0.4:11"],
      "no such observed-events file"),
+    (["train", "alices", "--data", "{files}/train.h5", "--out", "{tmp}/m.pt", "--device", "gpu"],
+     "device='gpu' is not a device name"),
     (["infer", "{files}/alices.pt", "--observed", "{tmp}/two_columns.csv", "--out", "{tmp}/s", "--grid",
       "-1:-0.4:11"], "cannot evaluate the observed events of shape [2, 2]"),
     (["infer", "{files}/alices.pt", "--observed", "{tmp}/nan.csv", "--out", "{tmp}/s", "--grid", "-1:-0.4:11"],
@@ -232,3 +234,20 @@ def test_existing_outputs_are_kept_unless_overwrite_is_given(tmp_path, files):
     assert invoke(*args, "--overwrite").returncode == 0
     assert json.loads((out / "scan.json").read_text())["grid_points"] == 11
     assert (out / "notes.txt").read_text() == "mine too"
+
+
+def test_train_reads_a_file_larger_than_its_memory_limit_in_blocks(tmp_path, files, monkeypatch):
+    """Files over IN_MEMORY_BYTES train from disk (OnDiskData); smaller ones are loaded into memory."""
+    import sluice.cli
+
+    fitted = []
+    original = sluice.estimators.CARL.fit
+    monkeypatch.setattr(sluice.estimators.CARL, "fit",
+                        lambda self, data, **kw: fitted.append(type(data).__name__) or original(self, data, **kw))
+    assert sluice.AugmentedData.open(files / "train.h5").nbytes == 400 * 4 * 7  # θ0, θ1, y, x, log r, t0, t1
+    for name in ("a.pt", "b.pt"):
+        result = invoke("train", "carl", "--data", files / "train.h5", "--out", tmp_path / name, "--epochs", 2)
+        assert result.returncode == 0, result.stderr
+        monkeypatch.setattr(sluice.cli, "IN_MEMORY_BYTES", 100)
+    assert fitted == ["AugmentedData", "OnDiskData"]
+    assert isinstance(sluice.load(tmp_path / "b.pt"), sluice.estimators.CARL)

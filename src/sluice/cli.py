@@ -197,6 +197,9 @@ def estimator_class(name: str) -> type:
     return by_name[name.lower()]
 
 
+IN_MEMORY_BYTES = 2 << 30  # `sluice train` loads files up to 2 GiB; larger ones are read in shuffled blocks
+
+
 @main.command()
 @click.argument("method", required=False)
 @click.option("--data", type=click.Path(dir_okay=False), default=None, help="AugmentedData HDF5 file (required).")
@@ -209,6 +212,7 @@ def estimator_class(name: str) -> type:
 @click.option("--alpha", type=click.FloatRange(min=0), default=None, help="Weight of the score term.")
 @click.option("--hidden", default=None, help="Hidden layer widths, comma-separated (default 64,64).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--device", default=None, help="Train on this device, e.g. cuda (default: cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
 @click.pass_context
@@ -225,7 +229,8 @@ def train(ctx, **options):
     options = apply_config(ctx, options, options.pop("config"))
     require(options, "method", "data", "out")
     cls = estimator_class(options["method"])
-    hyperparameters = {name: options[name] for name in ("alpha", "learning_rate") if options[name] is not None}
+    hyperparameters = {name: options[name] for name in ("alpha", "learning_rate", "device")
+                       if options[name] is not None}
     if options["hidden"] is not None:
         widths = parse_vector(options["hidden"])
         if any(w < 1 or w != int(w) for w in widths):
@@ -238,7 +243,9 @@ def train(ctx, **options):
     out = options["out"]
     if not options["overwrite"] and os.path.exists(out):  # refuse before spending compute
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    data = AugmentedData.load(options["data"])
+    data = AugmentedData.open(options["data"])  # read lazily: a file larger than IN_MEMORY_BYTES trains from disk
+    if data.nbytes <= IN_MEMORY_BYTES:
+        data = data.load()
     started = time.perf_counter()
     estimator = cls(**hyperparameters).fit(data, epochs=options["epochs"], batch_size=options["batch_size"],
                                            validation_fraction=options["validation_fraction"], seed=options["seed"])
@@ -356,8 +363,8 @@ def benchmark(name, budgets, seeds, methods, out_dir, workers):
 @click.argument("path", type=click.Path(dir_okay=False))
 @one_line_errors
 def info(path):
-    """Describe an AugmentedData file."""
-    click.echo(str(AugmentedData.load(path)))
+    """Describe an AugmentedData file (from its header: the rows are not read)."""
+    click.echo(str(AugmentedData.open(path)))
 
 
 if __name__ == "__main__":

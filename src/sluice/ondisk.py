@@ -99,6 +99,12 @@ class OnDiskData(AugmentedData):
         return int(self._block_ends[-1]) if self.blocks else 0
 
     @property
+    def nbytes(self) -> int:
+        """The bytes these rows take once read into memory (float32 fields), from the header alone."""
+        shapes = self._sources[0].shapes.values()
+        return len(self) * sum(4 * int(np.prod(shape, dtype=np.int64)) for shape in shapes)
+
+    @property
     def n_parameters(self) -> int:
         return len(self.parameter_names)
 
