@@ -105,6 +105,7 @@ class Estimator:
         fitted once (standardisation of x and θ, Var(t)) come from ``data.statistics_sample``, a bounded sample
         of random blocks plus the extreme rows of x."""
         self._check_data(data)
+        self._fit_request = {"epochs": epochs, "seed": seed}  # for second stages (SALLY's density)
         device = training_device(self.device, type(self).__name__)
         batch_size = int(batch_size or self.batch_size)
         previous_threads = torch.get_num_threads()
