@@ -182,3 +182,12 @@ def test_simulator_without_joint_log_prob_runs_black_box_methods_and_augmented_o
         sluice.estimators.ALICES().fit(data)
     with pytest.raises(ValueError, match=r"SCANDAL needs .*joint score"):
         sluice.estimators.SCANDAL().fit(data)
+
+
+@pytest.mark.parametrize("method", ["NDE", "SCANDAL"])
+def test_categorical_models_refuse_x_outside_their_support_by_name(fitted, galton, method):
+    model = fitted["galton", method]
+    inside = torch.tensor([[5.0], [6.0]])
+    assert torch.isfinite(model.log_ratio(inside, [-0.8], [-0.6])).all()
+    with pytest.raises(ValueError, match=rf"{method}: 2 of 3 x lie outside.*\[\[1000.0\], \[2.5\]\]"):
+        model.log_ratio(torch.tensor([[5.0], [1000.0], [2.5]]), [-0.8], [-0.6])

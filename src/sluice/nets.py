@@ -77,9 +77,15 @@ class ScoreNet(nn.Module):
         return self.body(self.x_scale(x)) / self.theta_std
 
 
+FLOWS = ("nsf+maf", "maf", "nsf")
+
+
 class FlowLikelihood(nn.Module):
-    """log p̂(x|θ) from a conditional neural spline flow (zuko) on standardised x, with the Jacobian of the
-    standardisation added back so the density is in x's own units. Smooth activations (ELU) keep ∇θ exact."""
+    """log p̂(x|θ) from a conditional flow (zuko) on standardised x, with the Jacobian of the standardisation
+    added back so the density is in x's own units. Smooth activations (ELU) keep ∇θ exact.
+
+    ``flow``: "nsf" (spline transforms), "maf" (affine autoregressive) or "nsf+maf" (one spline transform
+    applied to x, then ``transforms`` − 1 affine ones next to the Gaussian base)."""
 
     def __init__(self, x_scale: Standardize, theta_scale: Standardize, hidden, activation, transforms: int = 3,
                  flow: str = "nsf"):
@@ -87,12 +93,19 @@ class FlowLikelihood(nn.Module):
         import zuko
 
         families = {"nsf": zuko.flows.NSF, "maf": zuko.flows.MAF}
-        if flow not in families:
-            raise ValueError(f"unknown flow {flow!r}; choose one of {sorted(families)}")
+        if flow not in FLOWS:
+            raise ValueError(f"unknown flow {flow!r}; choose one of {list(FLOWS)}")
         self.x_scale, self.theta_scale = x_scale, theta_scale
-        self.flow = families[flow](features=x_scale.mean.numel(), context=theta_scale.mean.numel(),
-                                   transforms=transforms, hidden_features=tuple(hidden),
-                                   activation=activation_class(activation))
+        settings = dict(features=x_scale.mean.numel(), context=theta_scale.mean.numel(),
+                        hidden_features=tuple(hidden), activation=activation_class(activation))
+        if flow in families:
+            self.flow = families[flow](transforms=transforms, **settings)
+        else:  # "nsf+maf": one spline transform on x, then transforms − 1 affine ones next to the Gaussian base
+            if transforms < 2:
+                raise ValueError(f"flow='nsf+maf' needs transforms ≥ 2 (one spline, the rest affine), got {transforms}")
+            spline = zuko.flows.NSF(transforms=1, **settings)
+            affine = zuko.flows.MAF(transforms=transforms - 1, **settings)
+            self.flow = zuko.flows.Flow([*spline.transform.transforms, *affine.transform.transforms], affine.base)
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         log_jacobian = torch.log(self.x_scale.std).sum()
@@ -139,10 +152,18 @@ class CategoricalLikelihood(nn.Module):
             support = torch.unique(codes)
         return cls(support, low, high - low + 1, theta_scale, hidden, activation)
 
-    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    def _lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's index in the support, and whether it is there at all."""
         codes, valid = self.encode(x, self.low, self.radix)
         index = torch.searchsorted(self.support, codes).clamp_max(self.support.numel() - 1)
-        found = valid & (self.support[index] == codes)
+        return index, valid & (self.support[index] == codes)
+
+    def in_support(self, x: torch.Tensor) -> torch.Tensor:
+        """[n] bool: the rows of x the model gives a probability (seen in training, or in the widened range)."""
+        return self._lookup(x)[1]
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        index, found = self._lookup(x)
         log_probs = torch.log_softmax(self.body(self.theta_scale(theta)), dim=1)
         picked = log_probs.gather(1, index[:, None])[:, 0]
         return torch.where(found, picked, torch.full_like(picked, float("-inf")))
