@@ -191,3 +191,18 @@ def test_categorical_models_refuse_x_outside_their_support_by_name(fitted, galto
     assert torch.isfinite(model.log_ratio(inside, [-0.8], [-0.6])).all()
     with pytest.raises(ValueError, match=rf"{method}: 2 of 3 x lie outside.*\[\[1000.0\], \[2.5\]\]"):
         model.log_ratio(torch.tensor([[5.0], [1000.0], [2.5]]), [-0.8], [-0.6])
+
+
+def test_arguments_an_estimator_does_not_use_are_named_in_a_warning():
+    with pytest.warns(UserWarning, match="CARL ignores alpha=2.0: it has no score term"):
+        sluice.estimators.CARL(alpha=2.0)
+    with pytest.warns(UserWarning, match="CASCAL ignores clip_log_r=5"):
+        sluice.estimators.CASCAL(clip_log_r=5)
+    with pytest.warns(UserWarning, match="NDE ignores clip_score=None"):
+        sluice.estimators.NDE(clip_score=None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sluice.estimators.ALICES(alpha=3.0, clip_log_r=5.0)  # uses both: no warning
+        sluice.estimators.SCANDAL(alpha=0.5)

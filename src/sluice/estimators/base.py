@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +17,14 @@ from ..training import BlockRows, train
 
 REGISTRY: dict[str, type] = {}
 EVALUATION_CHUNK = 65_536  # rows per forward pass when predicting
+
+
+def warn_unused(estimator, reason: str, **given) -> None:
+    """Warn that arguments set away from their defaults do nothing in this estimator. ``given``: name=(value,
+    default) pairs."""
+    changed = [f"{name}={value!r}" for name, (value, default) in given.items() if value != default]
+    if changed:
+        warnings.warn(f"{type(estimator).__name__} ignores {', '.join(changed)}: {reason}", UserWarning, stacklevel=3)
 
 
 def default_epochs(n_train: int, batch_size: int, steps: int = 6000) -> int:

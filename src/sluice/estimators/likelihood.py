@@ -11,7 +11,7 @@ import torch
 from .. import losses
 from ..data import AugmentedData
 from ..nets import CategoricalLikelihood, FlowLikelihood, Standardize, looks_discrete
-from .base import Estimator, PotentialPredictions, ScoreTarget
+from .base import Estimator, PotentialPredictions, ScoreTarget, warn_unused
 
 
 def density_loss(model, x: torch.Tensor, theta: torch.Tensor, score_target: torch.Tensor | None, alpha: float,
@@ -54,6 +54,9 @@ class NDE(PotentialPredictions, Estimator):
         self.alpha = alpha
         self.scale_free = scale_free
         self.clip_score = clip_score
+        if not self.uses_score:
+            warn_unused(self, "it has no score term (SCANDAL has)", alpha=(alpha, 1.0), scale_free=(scale_free, True),
+                        clip_score=(clip_score, 50.0))
 
     @property
     def requires(self):

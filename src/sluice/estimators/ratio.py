@@ -11,7 +11,7 @@ from .. import losses
 from ..convnets import DEFAULT_CHANNELS, ConvPotential, check_norm, choose_network
 from ..data import AugmentedData
 from ..nets import Potential, Standardize
-from .base import Estimator, PotentialPredictions, ScoreTarget
+from .base import Estimator, PotentialPredictions, ScoreTarget, warn_unused
 
 
 class RatioEstimator(PotentialPredictions, Estimator):
@@ -39,6 +39,11 @@ class RatioEstimator(PotentialPredictions, Estimator):
         self.scale_free = scale_free
         self.clip_log_r = clip_log_r
         self.clip_score = clip_score
+        if not self.uses_score:
+            warn_unused(self, "it has no score term", alpha=(alpha, 1.0), scale_free=(scale_free, True),
+                        clip_score=(clip_score, 50.0))
+        if not self.uses_ratio:
+            warn_unused(self, "it does not regress on the joint ratio", clip_log_r=(clip_log_r, 20.0))
 
     @property
     def requires(self):
