@@ -60,8 +60,8 @@ class OnDiskData(AugmentedData):
         self.parameter_names, self.simulator_name = first.parameter_names, first.simulator_name
         self._source_starts = np.cumsum([0] + [source.n for source in self._sources], dtype=np.int64)
         total = int(self._source_starts[-1])
-        row_bytes = sum(4 * int(np.prod(shape, dtype=np.int64)) for shape in first.shapes.values())
-        self.block_rows = int(block_rows or default_block_rows(total, row_bytes))
+        self._row_bytes = sum(4 * int(np.prod(shape, dtype=np.int64)) for shape in first.shapes.values())
+        self.block_rows = int(block_rows or default_block_rows(total, self._row_bytes))
         if self.block_rows < 1:
             raise ValueError(f"block_rows must be positive, got {block_rows}")
         if blocks is None:  # blocks never straddle two source files
@@ -101,8 +101,7 @@ class OnDiskData(AugmentedData):
     @property
     def nbytes(self) -> int:
         """The bytes these rows take once read into memory (float32 fields), from the header alone."""
-        shapes = self._sources[0].shapes.values()
-        return len(self) * sum(4 * int(np.prod(shape, dtype=np.int64)) for shape in shapes)
+        return len(self) * self._row_bytes
 
     @property
     def n_parameters(self) -> int:

@@ -102,7 +102,8 @@ def _on(batch: dict, device) -> dict:
 def _mean_loss(loss_fn, rows, batch_size: int, device=None) -> float:
     """The loss over all ``rows`` (a source, or a dict of tensors); score terms need autograd, so no no_grad."""
     total, n = 0.0, 0
-    for batch in map(lambda b: _on(b, device), _as_rows(rows).in_order(batch_size)):
+    for batch in _as_rows(rows).in_order(batch_size):
+        batch = _on(batch, device)
         size = next(iter(batch.values())).shape[0]
         total += float(loss_fn(batch).detach()) * size
         n += size

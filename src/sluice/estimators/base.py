@@ -19,10 +19,12 @@ REGISTRY: dict[str, type] = {}
 EVALUATION_CHUNK = 65_536  # rows per forward pass when predicting
 
 
-def warn_unused(estimator, reason: str, **given) -> None:
-    """Warn that arguments set away from their defaults do nothing in this estimator. ``given``: name=(value,
-    default) pairs."""
-    changed = [f"{name}={value!r}" for name, (value, default) in given.items() if value != default]
+def warn_unused(estimator, reason: str, *names: str) -> None:
+    """Warn that the constructor arguments ``names``, where set away from their defaults, do nothing in this
+    estimator (the defaults are read from the signature of ``type(estimator).__init__``)."""
+    parameters = inspect.signature(type(estimator).__init__).parameters
+    changed = [f"{name}={getattr(estimator, name)!r}" for name in names
+               if getattr(estimator, name) != parameters[name].default]
     if changed:
         warnings.warn(f"{type(estimator).__name__} ignores {', '.join(changed)}: {reason}", UserWarning, stacklevel=3)
 

@@ -55,8 +55,7 @@ class NDE(PotentialPredictions, Estimator):
         self.scale_free = scale_free
         self.clip_score = clip_score
         if not self.uses_score:
-            warn_unused(self, "it has no score term (SCANDAL has)", alpha=(alpha, 1.0), scale_free=(scale_free, True),
-                        clip_score=(clip_score, 50.0))
+            warn_unused(self, "it has no score term (SCANDAL has)", "alpha", "scale_free", "clip_score")
 
     @property
     def requires(self):
@@ -105,7 +104,7 @@ class NDE(PotentialPredictions, Estimator):
             (rows,) = self._inputs(x)
             outside = ~self.model_.in_support(rows)
             if outside.any():
-                shown = rows[outside][:3].reshape(min(3, int(outside.sum())), -1).tolist()
+                shown = rows[outside][:3].tolist()
                 low = self.model_.low.tolist()
                 high = (self.model_.low + self.model_.radix - 1).tolist()
                 raise ValueError(f"{type(self).__name__}: {int(outside.sum())} of {rows.shape[0]} x lie outside the "

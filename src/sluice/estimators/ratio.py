@@ -40,10 +40,9 @@ class RatioEstimator(PotentialPredictions, Estimator):
         self.clip_log_r = clip_log_r
         self.clip_score = clip_score
         if not self.uses_score:
-            warn_unused(self, "it has no score term", alpha=(alpha, 1.0), scale_free=(scale_free, True),
-                        clip_score=(clip_score, 50.0))
+            warn_unused(self, "it has no score term", "alpha", "scale_free", "clip_score")
         if not self.uses_ratio:
-            warn_unused(self, "it does not regress on the joint ratio", clip_log_r=(clip_log_r, 20.0))
+            warn_unused(self, "it does not regress on the joint ratio", "clip_log_r")
 
     @property
     def requires(self):

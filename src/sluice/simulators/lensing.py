@@ -234,18 +234,22 @@ class Lensing(Simulator):
             radius = traced.pow(2).sum(dim=2).sqrt()
             source = (peak * torch.exp(-k * radius)).view(-1, 1, self.pixels, self.pixels)
             blurred = F.conv2d(source, self.psf_kernel().to(device), padding=3)[:, 0] + self.background
-            if noise and device.type != "cpu":
-                on_device = torch.Generator(device=device)
-                if generator is None:
-                    on_device.seed()
-                else:
-                    on_device.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-                blurred = torch.poisson(blurred, generator=on_device)
-            elif noise:
-                blurred = torch.poisson(blurred, generator=generator)
+            if noise:
+                blurred = torch.poisson(blurred, generator=generator if device.type == "cpu" else
+                                        _seeded_on(device, generator))
             return blurred.cpu()
         finally:
             torch.set_num_threads(threads_before)
+
+
+def _seeded_on(device: torch.device, generator: torch.Generator | None) -> torch.Generator:
+    """A generator on ``device`` seeded from the CPU ``generator`` (afresh where there is none)."""
+    on_device = torch.Generator(device=device)
+    if generator is None:
+        on_device.seed()
+    else:
+        on_device.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+    return on_device
 
 
 def lensed_flux_of_centred_source(flux: float, theta_e: float, source_radius: float = Lensing.source_radius) -> float:
