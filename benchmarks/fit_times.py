@@ -8,7 +8,7 @@ import time
 import torch
 
 import sluice
-from sluice.benchmarks import TASKS
+from sluice.app.benchmarks import TASKS
 
 SLOWEST = {"mixture": ["SCANDAL", "SALLY", "SALLINO", "ALICES", "CASCAL", "NDE"], "galton": ["ALICES", "SCANDAL"]}
 

@@ -21,7 +21,7 @@ import warnings
 import torch
 
 import sluice
-from sluice.simulate import DroppedRowsWarning
+from sluice.data.simulation import DroppedRowsWarning
 from table import publish
 
 

@@ -19,7 +19,7 @@ import warnings
 import torch
 
 import sluice
-from sluice.simulate import DroppedRowsWarning, batch_seeds
+from sluice.data.simulation import DroppedRowsWarning, batch_seeds
 from sluice.simulators.lotka_volterra import LotkaVolterra
 from table import publish
 

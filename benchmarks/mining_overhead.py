@@ -14,7 +14,7 @@ import time
 import torch
 
 import sluice
-from sluice.simulate import batch_seeds
+from sluice.data.simulation import batch_seeds
 from table import publish
 
 

@@ -26,12 +26,12 @@ import os
 import time
 
 import torch
+from sluice.morphing import monomials
+from sluice.weighted_events import WeightedEvents
 
 import sluice
 from sluice import inference
-from sluice.morphing import monomials
 from sluice.simulators.particle_toy import ParticleToy
-from sluice.weighted_events import WeightedEvents
 
 SM = torch.zeros(2)
 LEVELS = (0.68, 0.95)

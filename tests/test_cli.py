@@ -9,7 +9,7 @@ import torch
 
 import sluice
 
-SLUICE = [sys.executable, "-m", "sluice.cli"]
+SLUICE = [sys.executable, "-m", "sluice.app.cli"]
 
 
 def run(*args, cwd=None):

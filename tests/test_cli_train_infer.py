@@ -13,9 +13,9 @@ import torch
 from click.testing import CliRunner
 
 import sluice
-from sluice.cli import main
+from sluice.app.cli import main
 
-SLUICE = [sys.executable, "-m", "sluice.cli"]
+SLUICE = [sys.executable, "-m", "sluice.app.cli"]
 
 
 def run(*args, cwd=None):
@@ -238,7 +238,7 @@ def test_existing_outputs_are_kept_unless_overwrite_is_given(tmp_path, files):
 
 def test_train_reads_a_file_larger_than_its_memory_limit_in_blocks(tmp_path, files, monkeypatch):
     """Files over IN_MEMORY_BYTES train from disk (OnDiskData); smaller ones are loaded into memory."""
-    import sluice.cli
+    import sluice.app.cli
 
     fitted = []
     original = sluice.estimators.CARL.fit
@@ -248,6 +248,6 @@ def test_train_reads_a_file_larger_than_its_memory_limit_in_blocks(tmp_path, fil
     for name in ("a.pt", "b.pt"):
         result = invoke("train", "carl", "--data", files / "train.h5", "--out", tmp_path / name, "--epochs", 2)
         assert result.returncode == 0, result.stderr
-        monkeypatch.setattr(sluice.cli, "IN_MEMORY_BYTES", 100)
+        monkeypatch.setattr(sluice.app.cli, "IN_MEMORY_BYTES", 100)
     assert fitted == ["AugmentedData", "OnDiskData"]
     assert isinstance(sluice.load(tmp_path / "b.pt"), sluice.estimators.CARL)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sluice
-from sluice.data import FIELDS
+from sluice.data.augmented import FIELDS
 
 AugmentedData = sluice.AugmentedData
 

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from sluice.demo import MARKER, prepare_output_dir
-from sluice.demo_figures import FIGURES
-from sluice.report import SECTIONS
+from sluice.app.demo import MARKER, prepare_output_dir
+from sluice.app.demo_figures import FIGURES
+from sluice.app.report import SECTIONS
 
-SLUICE = [sys.executable, "-m", "sluice.cli"]
+SLUICE = [sys.executable, "-m", "sluice.app.cli"]
 TINY = ["--budgets", "100,300", "--seeds", "1", "--epochs", "3", "--workers", "1"]
 METHODS = ("NDE", "CARL", "SCANDAL", "ALICES", "RASCAL")
 EMBEDDED_PNG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')

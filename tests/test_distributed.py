@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import sluice
-from sluice.data import FIELDS
-from sluice.engine import RETRIES, WorkerCrashError
+from sluice.data.augmented import FIELDS
+from sluice.data.executors import RETRIES, WorkerCrashError
 from toys import Exponential
 
 
@@ -87,7 +87,7 @@ def test_jobs_that_cannot_run_elsewhere_are_refused_before_anything_runs(tmp_pat
 
 
 def test_command_line_workers_write_the_file_of_one_process(tmp_path):
-    command = [sys.executable, "-m", "sluice.cli", "simulate", "galton", "--n", "3000", "--batch-size", "1000",
+    command = [sys.executable, "-m", "sluice.app.cli", "simulate", "galton", "--n", "3000", "--batch-size", "1000",
                "--seed", "2"]
     one = subprocess.run(command + ["--out", str(tmp_path / "one.h5")], capture_output=True, text=True, timeout=120)
     two = subprocess.run(command + ["--out", str(tmp_path / "two.h5"), "--workers", "2"], capture_output=True,
@@ -105,7 +105,7 @@ def test_a_dask_cluster_gives_the_data_of_one_process_and_survives_a_dying_worke
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         assert_same_rows(sluice.simulate(board, board.default_prior(), 4000, seed=3, batch_size=500,
                                          scheduler=client), here)
-        command = subprocess.run([sys.executable, "-m", "sluice.cli", "simulate", "galton", "--n", "4000", "--seed",
+        command = subprocess.run([sys.executable, "-m", "sluice.app.cli", "simulate", "galton", "--n", "4000", "--seed",
                                   "3", "--batch-size", "500", "--out", str(tmp_path / "dask.h5"), "--scheduler",
                                   cluster.scheduler_address], capture_output=True, text=True, timeout=120)
         assert command.returncode == 0, command.stderr

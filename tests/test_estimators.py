@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import sluice
-from sluice.benchmarks import GaltonTask, MixtureTask
-from sluice.benchmarks.sample_efficiency import METHODS
+from sluice.app.benchmarks import GaltonTask, MixtureTask
+from sluice.app.benchmarks.sample_efficiency import METHODS
 
 AUGMENTED = [m for m in METHODS if m not in ("CARL", "NDE")]
 N_TRAIN = {"galton": 3000, "mixture": 3000}

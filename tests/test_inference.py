@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import sluice
-from sluice import inference
+from sluice import inference, plots
 from sluice.inference import ExactLikelihood
 
 
@@ -160,12 +160,12 @@ def test_posterior_exports_to_arviz_and_plots_are_written(board, exact, tmp_path
     data = posterior.to_arviz()
     assert data.posterior["theta"].shape == (1, 500)
     result = inference.scan(exact, x, inference.make_grid([-1.1], [-0.3], 41))
-    inference.plot_scan({"exact": result}, str(tmp_path / "q.png"), theta_true=[-0.7])
-    inference.plot_posterior({"grid": posterior.samples}, str(tmp_path / "post.png"), ("theta",))
-    inference.plot_coverage({"exact": [inference.Coverage(0.68, 0.66, 500)]}, str(tmp_path / "cov.png"))
+    plots.plot_scan({"exact": result}, str(tmp_path / "q.png"), theta_true=[-0.7])
+    plots.plot_posterior({"grid": posterior.samples}, str(tmp_path / "post.png"), ("theta",))
+    plots.plot_coverage({"exact": [inference.Coverage(0.68, 0.66, 500)]}, str(tmp_path / "cov.png"))
     mixture = sluice.simulators.GaussianMixture()
     two_d = inference.scan(ExactLikelihood(mixture), events(mixture, [0.2, 0.1], 100, 11),
                            inference.make_grid([-1, -1], [1, 1], 21), refine=False)
-    inference.plot_scan({"exact": two_d}, str(tmp_path / "q2.png"), theta_true=[0.2, 0.1])
+    plots.plot_scan({"exact": two_d}, str(tmp_path / "q2.png"), theta_true=[0.2, 0.1])
     for name in ("q.png", "post.png", "cov.png", "q2.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

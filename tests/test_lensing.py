@@ -8,9 +8,9 @@ import torch
 
 import sluice
 from conftest import assert_mean_close
-from sluice.convnets import ConvPotential
-from sluice.mining import autograd_score
-from sluice.nets import Potential
+from sluice.estimators.conv_networks import ConvPotential
+from sluice.estimators.networks import Potential
+from sluice.mining.joint import autograd_score
 from sluice.simulators.lensing import Lensing, einstein_mass, einstein_radius, lensed_flux_of_centred_source
 
 TRUTH = torch.tensor([0.05, -0.9])

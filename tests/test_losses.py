@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from sluice import losses
+from sluice.estimators import losses
 
 THETA0, THETA1, N = 0.3, -0.2, 200_000
 

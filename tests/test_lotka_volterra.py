@@ -8,8 +8,8 @@ import torch
 
 import sluice
 from conftest import assert_mean_close
-from sluice.mining import autograd_score
-from sluice.simulate import DroppedRowsWarning
+from sluice.data.simulation import DroppedRowsWarning
+from sluice.mining.joint import autograd_score
 from sluice.simulators.lotka_volterra import PILOT_MEAN, PILOT_SD, THETA_STAR, LotkaVolterra
 
 PREDATOR_CHANGE, PREY_CHANGE = (1, -1, 0, 0), (0, 0, 1, -1)

@@ -7,7 +7,7 @@ import torch
 
 import sluice
 from conftest import assert_mean_close
-from sluice.mining import FiniteDifferenceWarning, finite_difference_score, joint_log_prob_and_score, mine
+from sluice.mining.joint import FiniteDifferenceWarning, finite_difference_score, joint_log_prob_and_score, mine
 from toys import Exponential, NumpyExponential
 
 
@@ -49,7 +49,7 @@ def test_exponential_joint_score_is_exact():
 
 
 def test_non_differentiable_simulator_falls_back_to_finite_differences_and_says_so_once(monkeypatch):
-    monkeypatch.setattr(sluice.mining, "_told_about_finite_differences", set())
+    monkeypatch.setattr(sluice.mining.joint, "_told_about_finite_differences", set())
     simulator = NumpyExponential()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -66,7 +66,7 @@ def test_non_differentiable_simulator_falls_back_to_finite_differences_and_says_
 
 
 def test_simulator_marked_not_differentiable_uses_finite_differences(monkeypatch):
-    monkeypatch.setattr(sluice.mining, "_told_about_finite_differences", set())
+    monkeypatch.setattr(sluice.mining.joint, "_told_about_finite_differences", set())
 
     class Flagged(Exponential):
         differentiable = False

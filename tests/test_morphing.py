@@ -3,13 +3,13 @@ AugmentedData for the estimators, the particle toy, and clear errors on bad inpu
 
 import pytest
 import torch
+from sluice.morphing import Morphing, monomial_powers
+from sluice.weighted_events import LowEffectiveSampleSizeWarning, WeightedEvents, effective_sample_size
 
 import sluice
 from conftest import assert_mean_close
-from sluice.mining import mine
-from sluice.morphing import Morphing, monomial_powers
+from sluice.mining.joint import mine
 from sluice.simulators.particle_toy import ParticleToy
-from sluice.weighted_events import LowEffectiveSampleSizeWarning, WeightedEvents, effective_sample_size
 
 SM = torch.zeros(2)
 NEW_THETAS = torch.tensor([[0.37, -0.81], [-0.9, 0.95], [0.05, 0.02], [1.7, -2.3]], dtype=torch.float64)

@@ -14,7 +14,7 @@ from torch.distributions import Independent, Normal
 
 import sluice
 from conftest import assert_mean_close
-from sluice import losses
+from sluice.estimators import losses
 from sluice.estimators.base import REGISTRY
 from sluice.estimators.posterior import NPE, AugmentedNPE, posterior_score_target
 

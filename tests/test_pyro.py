@@ -9,12 +9,12 @@ import torch
 
 import sluice
 from conftest import assert_mean_close
-from sluice.mining import mine
+from sluice.mining.joint import mine
 
 pyro = pytest.importorskip("pyro")
 dist = pytest.importorskip("pyro.distributions")
-import sluice.pyro as sluice_pyro  # noqa: E402  (after the skip)
-from sluice.pyro import from_pyro  # noqa: E402
+import sluice.simulators.pyro as sluice_pyro  # noqa: E402  (after the skip)
+from sluice.simulators.pyro import from_pyro  # noqa: E402
 
 NO_FD = torch.tensor([1e-3, 1e-3])  # finite-difference step: unused, every score here comes from autograd
 
@@ -159,7 +159,7 @@ def test_sites_outside_the_runs_plate_and_missing_latents_are_reported():
 
 def test_without_pyro_the_module_imports_and_from_pyro_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyro", None)  # `import pyro` now raises ImportError
-    spec = importlib.util.spec_from_file_location("sluice._pyro_without_pyro", sluice_pyro.__file__)
+    spec = importlib.util.spec_from_file_location("sluice.simulators._pyro_without_pyro", sluice_pyro.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # no Pyro needed to import the module
     with pytest.raises(ImportError, match=r'pip install "sluice-sbi\[pyro\]"'):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import sluice
-from sluice.simulate import DroppedRowsWarning, MiningError
+from sluice.data.simulation import DroppedRowsWarning, MiningError
 from toys import BlackBox, Exponential, SometimesNaN
 
 FIELDS = ("theta0", "theta1", "y", "x", "log_r_xz", "t_xz0", "t_xz1", "theta", "t_xz")

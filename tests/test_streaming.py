@@ -16,11 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sluice
-import sluice.checkpoint
-import sluice.storage
-from sluice.checkpoint import ResumeError
-from sluice.data import FIELDS
-from sluice.ondisk import OnDiskData
+import sluice.data.storage
+import sluice.data.writer
+from sluice.data.augmented import FIELDS
+from sluice.data.file_view import OnDiskData
+from sluice.data.writer import ResumeError
 from toys import BlackBox, Exponential
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -122,10 +122,10 @@ def test_a_run_stopped_at_any_moment_resumes_to_a_byte_identical_file(tmp_path, 
             patch.setattr(SlowExponential, "sample", sample)
         elif moment == "before the assembled file is renamed":
             original_replace = os.replace
-            patch.setattr(sluice.storage.os, "replace", lambda a, b: (_ for _ in ()).throw(Crash) if b == str(path)
+            patch.setattr(sluice.data.storage.os, "replace", lambda a, b: (_ for _ in ()).throw(Crash) if b == str(path)
                           else original_replace(a, b))
         else:
-            patch.setattr(sluice.checkpoint.shutil, "rmtree", lambda folder: (_ for _ in ()).throw(Crash))
+            patch.setattr(sluice.data.writer.shutil, "rmtree", lambda folder: (_ for _ in ()).throw(Crash))
         SlowExponential.calls = 0
         with pytest.raises(Crash):
             run_slow(path, n=1000)
@@ -141,7 +141,7 @@ def test_resume_with_other_settings_is_refused_and_overwrite_starts_afresh(tmp_p
     path = tmp_path / "d.h5"
     settings = dict(n=1000, seed=5, batch_size=200, reference=None, prior=Exponential().default_prior())
     with pytest.raises(Crash), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sluice.checkpoint.Checkpoint, "assemble", lambda self, dropped: (_ for _ in ()).throw(Crash))
+        patch.setattr(sluice.data.writer.Checkpoint, "assemble", lambda self, dropped: (_ for _ in ()).throw(Crash))
         sluice.simulate(SlowExponential(), path=path, **settings)
     other = dict(settings, **change)
     with pytest.raises(ResumeError, match=f"other settings \\({list(change)[0]}: .* there, .* here"):
@@ -190,7 +190,7 @@ def test_a_damaged_committed_batch_is_redone_on_resume(tmp_path):
     run_slow(tmp_path / "reference.h5", n=1000)
     path = tmp_path / "d.h5"
     with pytest.raises(Crash), pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sluice.checkpoint.Checkpoint, "assemble", lambda self, dropped: (_ for _ in ()).throw(Crash))
+        patch.setattr(sluice.data.writer.Checkpoint, "assemble", lambda self, dropped: (_ for _ in ()).throw(Crash))
         run_slow(path, n=1000)
     folder = tmp_path / "d.h5.parts"
     batch = folder / "batch-00000002.h5"

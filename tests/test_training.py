@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sluice.training import NonFiniteLossError, _mean_loss, train
+from sluice.estimators.training import NonFiniteLossError, _mean_loss, train
 
 
 def overfitting_problem(seed=0):

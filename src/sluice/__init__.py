@@ -1,14 +1,23 @@
-"""sluice: simulation-based inference that mines the joint likelihood ratio and joint score from simulators."""
+"""sluice: simulation-based inference that mines the joint likelihood ratio and joint score from simulators.
 
-from . import estimators, inference, morphing, priors, simulators, weighted_events
-from .data import AugmentedData
-from .doctor import check_simulator
+The package is layered along the data flow; each layer imports only from the layers before it:
+``simulators`` → ``mining`` → ``data`` → ``estimators`` → ``inference`` → ``plots`` → ``app`` (docs/design.md).
+"""
+
+import sys
+
+from . import estimators, inference, simulators
+from .data import AugmentedData, simulate, weighted_events
+from .data.weighted_events import WeightedEvents
 from .estimators import load
-from .morphing import Morphing
-from .pyro import from_pyro
-from .simulate import simulate
-from .simulator import Simulator
-from .weighted_events import WeightedEvents
+from .mining import check_simulator
+from .simulators import Simulator, from_pyro, morphing, priors
+from .simulators.morphing import Morphing
+
+# the public namespaces that used to be modules at the top keep their import paths (`from sluice.priors import ...`)
+sys.modules[__name__ + ".priors"] = priors
+sys.modules[__name__ + ".morphing"] = morphing
+sys.modules[__name__ + ".weighted_events"] = weighted_events
 
 __all__ = ["AugmentedData", "Morphing", "Simulator", "WeightedEvents", "check_simulator", "estimators", "from_pyro",
            "inference", "load", "morphing", "priors", "simulate", "simulators", "weighted_events"]

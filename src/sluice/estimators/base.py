@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data import AugmentedData
-from ..ondisk import OnDiskData
-from ..simulator import as_theta_batch
-from ..training import BlockRows, train
+from ..data.augmented import AugmentedData
+from ..data.file_view import OnDiskData
+from ..simulators.base import as_theta_batch
+from .training import BlockRows, train
 
 REGISTRY: dict[str, type] = {}
 EVALUATION_CHUNK = 65_536  # rows per forward pass when predicting

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
-from ..data import AugmentedData
-from ..nets import CategoricalLikelihood, FlowLikelihood, Standardize, looks_discrete
+from ..data.augmented import AugmentedData
+from . import losses
 from .base import Estimator, PotentialPredictions, ScoreTarget, warn_unused
+from .networks import CategoricalLikelihood, FlowLikelihood, Standardize, looks_discrete
 
 
 def density_loss(model, x: torch.Tensor, theta: torch.Tensor, score_target: torch.Tensor | None, alpha: float,

@@ -26,11 +26,12 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution
 
-from ..data import AugmentedData
-from ..nets import FlowLikelihood, Standardize
-from ..priors import BoxUniform
+from ..data.augmented import AugmentedData
+from ..seeding import seeded_global_generator
+from ..simulators.priors import BoxUniform
 from .base import Estimator, PotentialPredictions, ScoreTarget
 from .likelihood import density_loss
+from .networks import FlowLikelihood, Standardize
 
 __all__ = ["NPE", "AugmentedNPE", "prior_score", "posterior_score_target"]
 
@@ -172,8 +173,7 @@ class NPE(Estimator):
         self._require_fitted()
         x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
         kept, drawn, accepted = [], 0, 0
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with torch.no_grad(), seeded_global_generator(seed):
             while accepted < n:
                 if drawn >= max_draws:
                     raise RuntimeError(f"{type(self).__name__}.sample: {accepted} of {drawn} draws fell inside the "

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
-from ..convnets import DEFAULT_CHANNELS, ConvPotential, check_norm, choose_network
-from ..data import AugmentedData
-from ..nets import Potential, Standardize
+from ..data.augmented import AugmentedData
+from . import losses
 from .base import Estimator, PotentialPredictions, ScoreTarget, warn_unused
+from .conv_networks import DEFAULT_CHANNELS, ConvPotential, check_norm, choose_network
+from .networks import Potential, Standardize
 
 
 class RatioEstimator(PotentialPredictions, Estimator):

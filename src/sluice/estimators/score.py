@@ -18,11 +18,11 @@ import math
 
 import torch
 
-from .. import losses
-from ..data import AugmentedData
-from ..nets import FlowLikelihood, ScoreNet, Standardize, looks_discrete
+from ..data.augmented import AugmentedData
+from . import losses
 from .base import Estimator, ScoreTarget
 from .likelihood import NDE
+from .networks import FlowLikelihood, ScoreNet, Standardize, looks_discrete
 
 REFERENCE_SAMPLE = 20_000  # summaries of reference runs kept for the tilt
 

@@ -1,17 +1,17 @@
 """Inference with trained estimators: likelihood-ratio scans and limits, Neyman construction, profiling,
-Fisher information, posteriors, diagnostics and plots. Names here are public (docs/inference.md)."""
+Fisher information, posteriors and diagnostics: numbers only (figures: ``sluice.plots``). Names here are public
+(docs/inference.md)."""
 
 from .diagnostics import Coverage, c2st, closure_test, coverage, sbc_ranks
 from .exact import ExactLikelihood
 from .fisher import FisherInformation, exact_fisher_information, fisher_information
 from .neyman import neyman_thresholds, profile_scan
-from .plots import plot_coverage, plot_posterior, plot_scan
 from .posterior import Posterior, grid_posterior, log_posterior, mcmc_posterior, variational_posterior
 from .scans import Scan, asimov_scan, make_grid, maximum_likelihood, scan, wilks_threshold
 
 __all__ = [
     "Coverage", "ExactLikelihood", "FisherInformation", "Posterior", "Scan", "asimov_scan", "c2st", "closure_test",
     "coverage", "exact_fisher_information", "fisher_information", "grid_posterior", "log_posterior", "make_grid",
-    "maximum_likelihood", "mcmc_posterior", "neyman_thresholds", "plot_coverage", "plot_posterior", "plot_scan",
-    "profile_scan", "sbc_ranks", "scan", "variational_posterior", "wilks_threshold",
+    "maximum_likelihood", "mcmc_posterior", "neyman_thresholds", "profile_scan", "sbc_ranks", "scan",
+    "variational_posterior", "wilks_threshold",
 ]

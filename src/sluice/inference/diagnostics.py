@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..priors import sample_prior
+from ..seeding import seeded_global_generator
+from ..simulators.priors import sample_prior
 from .evaluate import log_ratio_table
 from .scans import maximum_likelihood, wilks_threshold
 
@@ -95,8 +96,7 @@ def c2st(samples_a: torch.Tensor, samples_b: torch.Tensor, folds: int = 5, epoch
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(labels), generator=generator)
     correct = 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_generator(seed):
         for fold in range(folds):
             held = order[fold::folds]
             train = order[torch.isin(order, held, invert=True)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..simulator import Simulator, as_theta_batch
+from ..simulators.base import Simulator, as_theta_batch
 
 
 class ExactLikelihood:

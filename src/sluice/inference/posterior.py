@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..priors import BoxUniform, outside_support, sample_prior
+from ..seeding import seeded_global_generator
+from ..simulators.priors import BoxUniform, outside_support, sample_prior
 from .evaluate import summed_log_ratio
 
 __all__ = ["Posterior", "grid_posterior", "mcmc_posterior", "variational_posterior", "log_posterior"]
@@ -102,8 +103,7 @@ def variational_posterior(estimator, x_observed, prior: BoxUniform, steps: int =
         raise ValueError("variational_posterior needs a BoxUniform prior")
     low, width = prior.low, prior.high - prior.low
     theta_ref = low + width / 2
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_generator(seed):
         flow = zuko.flows.NSF(features=low.numel(), context=0, transforms=3, hidden_features=(64, 64),
                               activation=torch.nn.ELU)
         optimizer = torch.optim.Adam(flow.parameters(), lr=learning_rate)

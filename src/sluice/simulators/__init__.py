@@ -1,14 +1,18 @@
-"""Built-in simulators, each vectorised over a batch of runs in torch."""
+"""Simulators: the Simulator base class, priors, the Pyro adapter, event-weight morphing, and the built-ins, each
+vectorised over a batch of runs in torch."""
 
+from . import morphing, priors
+from .base import Simulator
 from .galton import GaltonBoard
 from .hierarchical import HierarchicalGaussian
 from .lensing import Lensing
 from .lotka_volterra import LotkaVolterra
 from .mixture import GaussianMixture
 from .particle_toy import ParticleToy
+from .pyro import from_pyro
 
-__all__ = ["GaltonBoard", "GaussianMixture", "LotkaVolterra", "Lensing", "ParticleToy", "HierarchicalGaussian",
-           "BUILT_IN"]
+__all__ = ["Simulator", "from_pyro", "priors", "morphing", "GaltonBoard", "GaussianMixture", "LotkaVolterra",
+           "Lensing", "ParticleToy", "HierarchicalGaussian", "BUILT_IN"]
 
 BUILT_IN = {"galton": GaltonBoard, "mixture": GaussianMixture, "lotka_volterra": LotkaVolterra,
             "lensing": Lensing, "particle_toy": ParticleToy,

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..priors import BoxUniform
-from ..simulator import Simulator, as_theta_batch
+from .base import Simulator, as_theta_batch
+from .priors import BoxUniform
 
 
 class GaltonBoard(Simulator):

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ..priors import BoxUniform
-from ..simulator import Simulator, as_theta_batch
+from .base import Simulator, as_theta_batch
+from .priors import BoxUniform
 
 
 class HierarchicalGaussian(Simulator):

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..priors import BoxUniform
-from ..simulator import Simulator, as_theta_batch
+from .base import Simulator, as_theta_batch
+from .priors import BoxUniform
 
 # Geometry: lens at z = 0.2, source at z = 0.6 in flat ΛCDM (H0 = 70 km/s/Mpc, Ωm = 0.3); angular-diameter
 # distances in Mpc, computed once (∫ dz/E(z)) and fixed, so D_LS/D_S = 0.6298.

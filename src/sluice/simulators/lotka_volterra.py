@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..priors import BoxUniform
-from ..simulator import Simulator, as_theta_batch
+from .base import Simulator, as_theta_batch
+from .priors import BoxUniform
 
 THETA_STAR = (math.log(0.01), math.log(0.5), math.log(1.0), math.log(0.01))  # the published parameter point
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from ..morphing import Morphing, monomial_powers, monomials
-from ..priors import BoxUniform
-from ..simulator import Simulator, as_theta_batch
+from .base import Simulator, as_theta_batch
+from .morphing import Morphing, monomial_powers, monomials
+from .priors import BoxUniform
 
 POWERS = monomial_powers(2, 2)  # 1, c1, c2, c1², c1·c2, c2²
 ANGLE_INTEGRALS = (2.0, 0.0, 2.0 / 3.0)  # ∫_{-1}^{1} cos^j d cos, j = 0, 1, 2

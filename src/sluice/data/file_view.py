@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import torch
 
-from .data import FIELDS, JOINT_FIELDS, AugmentedData
+from .augmented import FIELDS, JOINT_FIELDS, AugmentedData
 from .storage import CHUNK_ROWS, Header, read_header, write_file
 
 __all__ = ["OnDiskData"]

@@ -22,7 +22,7 @@ def run_one(task_name: str, method: str, n: int, seed: int) -> dict:
     """Simulate n runs (data seed = ``seed``), fit ``method`` with its defaults, and score it."""
     import torch
 
-    from .. import estimators
+    from ... import estimators
     from .tasks import TASKS
 
     torch.set_num_threads(1)
@@ -35,7 +35,7 @@ def run_one(task_name: str, method: str, n: int, seed: int) -> dict:
             "fit_seconds": round(seconds, 2), "epochs": len(estimator.history_.train_loss)}
 
 
-def read_rows(path: str) -> list[dict]:
+def read_results(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     with open(path, newline="") as file:
@@ -49,7 +49,7 @@ def run(task_name: str, methods=METHODS, budgets=(200, 1000, 10_000), seeds=5, o
     """Run every (method, budget, seed) not yet in ``out_dir/<task>.csv``, ``workers`` processes at a time."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{task_name}.csv")
-    done = {(row["method"], row["n"], row["seed"]) for row in read_rows(path)}
+    done = {(row["method"], row["n"], row["seed"]) for row in read_results(path)}
     jobs = [(task_name, m, n, s) for n in budgets for s in range(seeds) for m in methods if (m, n, s) not in done]
     jobs.sort(key=lambda job: -job[2])  # the big budgets first, so the pool drains evenly
     new_file = not os.path.exists(path)
@@ -65,7 +65,7 @@ def run(task_name: str, methods=METHODS, budgets=(200, 1000, 10_000), seeds=5, o
                 file.flush()
                 report(f"[{k}/{len(jobs)}] {row['method']:8s} n={row['n']:6d} seed={row['seed']} "
                        f"error={row['error']:.5f} ({row['fit_seconds']:.1f} s)")
-    return [row for row in read_rows(path) if row["method"] in methods and row["n"] in budgets]
+    return [row for row in read_results(path) if row["method"] in methods and row["n"] in budgets]
 
 
 def summary(rows: list[dict]) -> dict:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import priors, simulate
-from ..simulators import GaltonBoard, GaussianMixture
+from ...data import simulate
+from ...simulators import GaltonBoard, GaussianMixture, priors
 
 SCORE_ONLY = ("SALLY", "SALLINO")
 

@@ -201,8 +201,8 @@ class AugmentedData:
     def load(cls, path) -> AugmentedData:
         """Read a whole file into memory; a missing, truncated, corrupt or foreign file gets a clear error.
         For files too large for memory use ``open``."""
-        from .checkpoint import unfinished_hint
         from .storage import read_header
+        from .writer import unfinished_hint
 
         path = os.fspath(path)
         if not os.path.exists(path):
@@ -224,7 +224,7 @@ class AugmentedData:
         ``partial=True`` opens the batches committed so far by an unfinished (or killed) ``sluice.simulate(...,
         path=path)`` when the file itself does not exist yet. ``block_rows`` (default: about n/64, at most
         16 384 and 16 MiB), ``blocks_in_memory`` and ``statistics_rows`` set how training reads it (see OnDiskData)."""
-        from .checkpoint import open_data
+        from .writer import open_data
 
         return open_data(path, partial, block_rows=block_rows, blocks_in_memory=blocks_in_memory,
                          statistics_rows=statistics_rows)

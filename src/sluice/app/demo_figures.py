@@ -7,9 +7,9 @@ import math
 import os
 import statistics
 
+from ..inference import wilks_threshold
 from .benchmarks import sample_efficiency
 from .benchmarks.tasks import GaltonTask
-from .inference import wilks_threshold
 
 __all__ = ["FIGURES", "write_figures", "method_colors"]
 

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, ResumeError, describe_run
-from .data import AugmentedData
-from .engine import WorkerCrashError, batch_runner
-from .mining import DEFAULT_FD_STEP, mine
-from .ondisk import OnDiskData
-from .priors import check_prior, outside_support, parameter_scale, sample_prior
-from .simulator import Simulator
+from ..mining.joint import DEFAULT_FD_STEP, mine
+from ..seeding import spawn_seeds
+from ..simulators.base import Simulator, sample_seeded
+from ..simulators.priors import check_prior, outside_support, parameter_scale, sample_prior
+from .augmented import AugmentedData
+from .executors import WorkerCrashError, batch_runner
+from .file_view import OnDiskData
+from .writer import Checkpoint, ResumeError, describe_run
 
 __all__ = ["simulate", "MiningError", "DroppedRowsWarning", "ResumeError", "WorkerCrashError"]
 
@@ -65,22 +66,7 @@ def batch_seeds(seed: int, index: int) -> tuple[int, int, int]:
     """Three independent 64-bit seeds for batch ``index``: the prior draws, the generator handed to
     ``sample``, and torch's global generator (for simulators that ignore the one they are handed). The data
     depend on the seed and the batch layout only, never on which worker runs a batch or in what order."""
-    seeds = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(3, np.uint64)
-    return int(seeds[0]), int(seeds[1]), int(seeds[2])
-
-
-def _check_output(simulator: Simulator, x, z, m: int) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
-    if not torch.is_tensor(x) or x.ndim < 2 or x.shape[0] != m:
-        shape = list(x.shape) if hasattr(x, "shape") else type(x).__name__
-        raise ValueError(f"{simulator.name}.sample must return x of shape [n, d] with n = {m}, got {shape}")
-    latents = z.values() if isinstance(z, dict) else [z]
-    for value in latents:
-        if not torch.is_tensor(value) or value.ndim == 0 or value.shape[0] != m:
-            raise ValueError(f"{simulator.name}.sample must return z as a tensor or a dict of tensors with "
-                             f"leading size n = {m}")
-    return x.to(torch.float32)
+    return spawn_seeds(seed, index, count=3)
 
 
 @contextmanager
@@ -111,11 +97,7 @@ def _simulate_batch_here(simulator: Simulator, prior, reference, start: int, sto
     theta1 = reference.expand(m, -1).clone() if reference is not None else draws[m:]
     y = (torch.arange(start, stop) % 2).to(torch.float32)  # alternate θ0 and θ1: half the rows each
     theta_run = torch.where(y[:, None] == 0, theta0, theta1)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.default_generator.manual_seed(global_seed)  # simulators using the global generator stay reproducible
-        generator = torch.Generator().manual_seed(simulator_seed)
-        x, z = simulator.sample(theta_run, generator=generator)
-    x = _check_output(simulator, x, z, m)
+    x, z = sample_seeded(simulator, theta_run, simulator_seed, global_seed)
     fields = dict(theta0=theta0, theta1=theta1, y=y, x=x)
     bad_by_field = {"x": ~torch.isfinite(x.reshape(m, -1)).all(dim=1)}
     if simulator.has_joint_log_prob:

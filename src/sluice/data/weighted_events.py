@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import AugmentedData
-from .morphing import Morphing
-from .priors import check_prior, sample_prior
-from .simulate import batch_seeds
+from ..seeding import spawn_seeds
+from ..simulators.morphing import Morphing
+from ..simulators.priors import check_prior, sample_prior
+from .augmented import AugmentedData
 
 __all__ = ["WeightedEvents", "Unweighted", "LowEffectiveSampleSizeWarning", "effective_sample_size"]
 
@@ -205,7 +205,7 @@ class WeightedEvents:
         if isinstance(n, bool) or int(n) != n or n < 1:
             raise ValueError(f"augmented_data: n must be a positive whole number, got {n!r}")
         n = int(n)
-        prior_seed, draw_seed, _ = batch_seeds(seed, 0)
+        prior_seed, draw_seed, _ = spawn_seeds(seed, 0, count=3)
         draws = sample_prior(prior, n if reference is not None else 2 * n, prior_seed).to(torch.float64)
         theta0 = draws[:n]
         theta1 = self._one_theta(reference, "reference").expand(n, p).clone() if reference is not None else draws[n:]

@@ -242,7 +242,7 @@ def _machine(result) -> str:
 def _command(result) -> str:
     from dataclasses import replace
 
-    from .demo import DEFAULT, QUICK
+    from .demo_settings import DEFAULT, QUICK
 
     s = result.settings
     if s == replace(QUICK, workers=s.workers):
@@ -254,7 +254,7 @@ def _command(result) -> str:
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .scans import Scan, wilks_threshold
+from .inference.scans import Scan, wilks_threshold
 
 
 def _pyplot():

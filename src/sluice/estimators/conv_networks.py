@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .nets import Standardize, activation_class, mlp
+from .networks import Standardize, activation_class, mlp
 
 NETWORKS = ("auto", "mlp", "conv")
 NORMS = ("batch", "none")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from ..seeding import generator, seeded_global_generator
 
 Latent = torch.Tensor | dict
 
@@ -97,3 +100,28 @@ def as_theta_batch(theta, n: int | None, p: int, what: str = "theta") -> torch.T
     elif n is not None and theta.shape[0] == 1:
         theta = theta.expand(n, p)
     return theta
+
+
+def check_sample_output(simulator: Simulator, x, z, n: int) -> torch.Tensor:
+    """``x`` as float32 ``[n, ...]`` after checking what ``simulator.sample`` returned: x with n rows, and z a
+    tensor or a dict of tensors with leading size n; anything else is a ValueError naming the simulator."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not torch.is_tensor(x) or x.ndim < 2 or x.shape[0] != n:
+        shape = list(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"{simulator.name}.sample must return x of shape [n, d] with n = {n}, got {shape}")
+    latents = z.values() if isinstance(z, dict) else [z]
+    for value in latents:
+        if not torch.is_tensor(value) or value.ndim == 0 or value.shape[0] != n:
+            raise ValueError(f"{simulator.name}.sample must return z as a tensor or a dict of tensors with "
+                             f"leading size n = {n}")
+    return x.to(torch.float32)
+
+
+def sample_seeded(simulator: Simulator, theta: torch.Tensor, simulator_seed: int, global_seed: int):
+    """``simulator.sample(theta)`` reproducibly, without a graph: the generator it is handed comes from
+    ``simulator_seed``, and torch's global generator (for simulators that ignore that generator) is seeded
+    with ``global_seed`` in a fork. Returns (x checked as by ``check_sample_output``, z)."""
+    with seeded_global_generator(global_seed), torch.no_grad():
+        x, z = simulator.sample(theta, generator=generator(simulator_seed))
+    return check_sample_output(simulator, x, z, theta.shape[0]), z

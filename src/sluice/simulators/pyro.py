@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .simulator import Simulator, as_theta_batch
+from ..seeding import seeded_global_generator
+from .base import Simulator, as_theta_batch
 
 __all__ = ["from_pyro", "PyroSimulator"]
 
@@ -135,8 +136,7 @@ class PyroSimulator(Simulator):
             trace = self._trace(self.model, theta)
         else:
             seed = int(torch.randint(0, 2**63 - 1, (), generator=generator))
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)  # torch.manual_seed would also seed every GPU: slow
+            with seeded_global_generator(seed):
                 trace = self._trace(self.model, theta)
         outputs, latents = [], {}
         for name, site in trace.nodes.items():

@@ -12,8 +12,9 @@ import warnings
 import numpy as np
 import torch
 
-from .data import AugmentedData
-from .inference import Scan, plot_scan, wilks_threshold
+from ..data.augmented import AugmentedData
+from ..inference import Scan, wilks_threshold
+from ..plots import plot_scan
 
 __all__ = ["OUTPUT_FILES", "read_observed", "parse_grid", "scan_summary", "write_scan"]
 
@@ -70,7 +71,7 @@ def _read_text(path: str, delimiter: str | None) -> np.ndarray:
 def parse_grid(spec: str, n_parameters: int) -> torch.Tensor:
     """``LOW:HIGH:POINTS`` with comma-separated LOW and HIGH (one entry per parameter) and POINTS an integer or
     one per parameter, e.g. ``-1:-0.4:121`` or ``-1,-1:1,1:41``. Returns the grid [G, p]."""
-    from .inference import make_grid
+    from ..inference import make_grid
 
     parts = spec.split(":")
     if len(parts) != 3:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .simulator import Latent, Simulator
+from ..simulators.base import Latent, Simulator
 
 __all__ = ["JointQuantities", "FiniteDifferenceWarning", "autograd_score", "joint_log_prob_and_score", "mine",
            "finite_difference_score"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, Independent, Uniform, constraints
 
+from ..seeding import seeded_global_generator
+
 __all__ = ["BoxUniform", "Point", "check_prior", "parameter_scale", "sample_prior", "outside_support"]
 
 
@@ -85,8 +87,7 @@ def sample_prior(prior, n: int, seed: int) -> torch.Tensor:
 
     torch Distributions draw from the global generator; it is forked so the caller's state is untouched.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
+    with seeded_global_generator(seed):
         return prior.sample((n,)).to(torch.float32)
 
 

@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .mining import (
+from ..seeding import spawn_seeds
+from ..simulators.base import Simulator, sample_seeded
+from ..simulators.priors import check_prior, parameter_scale, sample_prior
+from .joint import (
     DEFAULT_FD_STEP,
     FiniteDifferenceWarning,
     autograd_score,
     finite_difference_score,
     joint_log_prob_and_score,
 )
-from .priors import check_prior, parameter_scale, sample_prior
-from .simulate import _check_output, batch_seeds
-from .simulator import Simulator
 
 __all__ = ["check_simulator", "SimulatorReport", "CheckResult"]
 
@@ -69,11 +69,8 @@ class SimulatorReport:
 
 
 def _sample(simulator: Simulator, theta: torch.Tensor, seed: int):
-    _, simulator_seed, global_seed = batch_seeds(seed, 0)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.default_generator.manual_seed(global_seed)
-        x, z = simulator.sample(theta, generator=torch.Generator().manual_seed(simulator_seed))
-    return _check_output(simulator, x, z, theta.shape[0]), z
+    _, simulator_seed, global_seed = spawn_seeds(seed, 0, count=3)
+    return sample_seeded(simulator, theta, simulator_seed, global_seed)
 
 
 def _rows(z, rows):

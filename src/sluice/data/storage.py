@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import torch
 
-from .data import FIELDS, FORMAT_NAME, FORMAT_VERSION, AugmentedData
+from .augmented import FIELDS, FORMAT_NAME, FORMAT_VERSION, AugmentedData
 
 __all__ = ["Header", "read_header", "read_rows", "write_file", "CHUNK_ROWS"]
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import AugmentedData
-from .ondisk import OnDiskData
-from .priors import sample_prior
+from ..simulators.priors import sample_prior
+from .augmented import AugmentedData
+from .file_view import OnDiskData
 from .storage import Header, _fsync, header_of, read_header, read_rows, temporary_prefix, write_file
 
 __all__ = ["ResumeError", "Checkpoint", "describe_run", "open_data", "parts_folder"]

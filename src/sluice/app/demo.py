@@ -12,45 +12,22 @@ from multiprocessing import get_context
 
 import torch
 
+from ..data.augmented import AugmentedData
+from ..data.simulation import simulate
+from ..inference import ExactLikelihood, Scan, exact_fisher_information, fisher_information, make_grid, scan
 from .benchmarks.sample_efficiency import BLACK_BOX
 from .benchmarks.tasks import GaltonTask
-from .data import AugmentedData
-from .inference import ExactLikelihood, Scan, exact_fisher_information, fisher_information, make_grid, scan
-from .simulate import simulate
+from .demo_settings import DEFAULT, QUICK, DemoSettings
 
-__all__ = ["DemoSettings", "QUICK", "DEFAULT", "FitResult", "Inference", "DemoResult", "run_demo",
+__all__ = ["DemoSettings", "QUICK", "DEFAULT", "FitResult", "InferenceResult", "DemoResult", "run_demo",
            "prepare_output_dir", "MARKER"]
 
 MARKER = ".sluice-demo"  # written first into the output folder: the demo only ever reuses a folder holding it
 LEVELS = (0.68, 0.95)
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    """What the demo runs. ``budgets``: training simulations per fit; ``seeds``: independent data sets and fits
-    per (method, budget) (the sample-efficiency plot shows their median and range; inference uses seed 0);
-    ``epochs``: None for each estimator's default with early stopping, or a fixed number (tests)."""
-
-    budgets: tuple[int, ...] = (200, 1_000, 10_000)
-    seeds: int = 3
-    epochs: int | None = None
-    methods: tuple[str, ...] = ("NDE", "CARL", "SCANDAL", "ALICES", "RASCAL")
-    theta_true: float = -0.7
-    n_observed: int = 100
-    observed_seed: int = 5  # chosen so the exact 68% interval holds θ_true (the report says so); 32% of sets miss
-    grid_points: int = 121
-    fisher_points: int = 13
-    fisher_samples: int = 20_000
-    workers: int = 2
-    seed: int = 0
-
-
-QUICK = DemoSettings(budgets=(200, 1_000), seeds=1)
-DEFAULT = DemoSettings()
-
-
 @dataclass
-class Inference:
+class InferenceResult:
     """One model's answer on the observed events: the scan, the MLE and Wilks intervals {level: (low, high)},
     the seconds the scan took, and the Fisher information per event on ``fisher_thetas`` and at θ_true."""
 
@@ -74,7 +51,7 @@ class FitResult:
     fit_seconds: float
     epochs: int
     log_ratio: torch.Tensor
-    inference: Inference | None = None
+    inference: InferenceResult | None = None
 
     @property
     def black_box(self) -> bool:
@@ -87,7 +64,7 @@ class DemoResult:
 
     settings: DemoSettings
     fits: list[FitResult]
-    exact: Inference
+    exact: InferenceResult
     exact_log_ratio: torch.Tensor
     weight: torch.Tensor
     trivial_error: float
@@ -142,7 +119,7 @@ def fisher_curve(model, settings: DemoSettings) -> tuple[torch.Tensor, float]:
     return values[:-1], float(values[-1])
 
 
-def infer(model, observed: torch.Tensor, settings: DemoSettings) -> Inference:
+def infer(model, observed: torch.Tensor, settings: DemoSettings) -> InferenceResult:
     """Scan q(θ) over the training range for the observed events (timed), with Wilks intervals and the model's
     Fisher information."""
     prior = GaltonTask().prior
@@ -152,7 +129,7 @@ def infer(model, observed: torch.Tensor, settings: DemoSettings) -> Inference:
     seconds = time.perf_counter() - started
     intervals = {level: result.interpolated_interval(level) for level in LEVELS}
     curve, at_truth = fisher_curve(model, settings)
-    return Inference(result, float(result.mle[0]), intervals, seconds, curve, at_truth)
+    return InferenceResult(result, float(result.mle[0]), intervals, seconds, curve, at_truth)
 
 
 @dataclass
@@ -167,7 +144,7 @@ class FitJob:
 
 def fit_and_evaluate(job: FitJob) -> FitResult:
     """Train one estimator (one torch thread) and score it; seed-0 fits also infer θ. Runs in a worker process."""
-    from . import estimators
+    from .. import estimators
 
     torch.set_num_threads(1)
     task = GaltonTask()
@@ -271,6 +248,6 @@ def run_demo(out_dir: str, settings: DemoSettings = DEFAULT, progress: bool | No
 
 
 def _known_methods() -> set[str]:
-    from . import estimators
+    from .. import estimators
 
     return set(estimators.__all__) - {"Estimator", "Ensemble", "load", "SALLY", "SALLINO"}

@@ -9,14 +9,15 @@ from functools import wraps
 
 import click
 
-from . import priors, simulators
+from .. import simulators
+from ..data.augmented import AugmentedData
+from ..data.simulation import MiningError, WorkerCrashError
+from ..data.simulation import simulate as simulate_data
+from ..estimators.training import NonFiniteLossError
+from ..mining.checks import check_simulator
+from ..simulators import priors
+from ..simulators.base import Simulator
 from .config import apply_config, require
-from .data import AugmentedData
-from .doctor import check_simulator
-from .simulate import MiningError, WorkerCrashError
-from .simulate import simulate as simulate_data
-from .simulator import Simulator
-from .training import NonFiniteLossError
 
 # OSError covers missing, unreadable and unwritable files and folders
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, AttributeError, KeyError, MiningError, NonFiniteLossError,
@@ -188,7 +189,7 @@ def simulate(ctx, **options):
 
 def estimator_class(name: str) -> type:
     """An estimator class of ``sluice.estimators`` by name, any case (ALICES, alices, …)."""
-    from . import estimators
+    from .. import estimators
 
     names = [n for n in estimators.__all__ if n not in ("Estimator", "Ensemble", "load")]
     by_name = {n.lower(): getattr(estimators, n) for n in names}
@@ -260,8 +261,8 @@ def train(ctx, **options):
 def load_model(spec: str):
     """A model file written by `sluice train` (or Estimator.save), or ``exact:SIMULATOR`` for the exact likelihood
     of a simulator that has one (the truth to compare with)."""
-    from .estimators import load
-    from .inference import ExactLikelihood
+    from ..estimators import load
+    from ..inference import ExactLikelihood
 
     if spec.startswith("exact:"):
         return ExactLikelihood(load_simulator(spec[len("exact:"):]))
@@ -289,8 +290,8 @@ def infer(ctx, **options):
     A --config TOML file may give any option (model = "alices.pt", grid = "-1:-0.4:121", levels = [0.68, 0.95],
     …), flat or in an [infer] table; flags override it.
     """
-    from .inference import scan
-    from .scan_files import OUTPUT_FILES, parse_grid, read_observed, write_scan
+    from ..inference import scan
+    from .scan_io import OUTPUT_FILES, parse_grid, read_observed, write_scan
 
     options = apply_config(ctx, options, options.pop("config"))
     require(options, "model", "observed", "out", "grid")
