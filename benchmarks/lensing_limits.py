@@ -68,8 +68,8 @@ def oracle_expected_log_ratio(simulator: Lensing, grid: torch.Tensor, n: int = 5
     """E_z~truth[log p(z|θ_g) − log p(z|truth)] from the subhalo population alone (exact, Monte Carlo)."""
     z = simulator.sample_population(TRUTH.expand(n, 2), torch.Generator().manual_seed(123))
     with torch.no_grad():
-        at_truth = simulator.joint_log_prob(TRUTH.expand(n, 2), None, z)
-        return torch.stack([(simulator.joint_log_prob(point.expand(n, 2), None, z) - at_truth).mean()
+        at_truth = simulator.joint_log_prob(None, z, TRUTH.expand(n, 2))
+        return torch.stack([(simulator.joint_log_prob(None, z, point.expand(n, 2)) - at_truth).mean()
                             for point in grid]).float()
 
 

@@ -87,6 +87,32 @@ def test_slicing_by_int_slice_mask_and_indices():
     assert torch.equal(picked.t_xz1, data.t_xz1[[7, 1]])
 
 
+@pytest.mark.parametrize("index", [slice(None, None, -1), slice(8, 2, -2), [-1, 3, 3, 0], np.array([], int), -10,
+                                   slice(20, 30)], ids=["reversed", "negative step", "repeats", "none", "first",
+                                                        "past the end"])
+def test_rows_are_selected_as_numpy_selects_them(index):
+    given_arrays = arrays(n=10)
+    given_arrays["x"] = np.arange(10.0)[:, None]  # row ids
+    data = AugmentedData(**given_arrays)
+    assert data[index].x[:, 0].tolist() == np.atleast_1d(np.arange(10)[index]).tolist()
+
+
+def test_rows_out_of_range_or_of_no_integer_kind_are_refused_and_iteration_ends():
+    data = AugmentedData(**arrays(n=10))
+    for index in (10, -11, [0, 10], [0.5]):
+        with pytest.raises(IndexError):
+            data[index]
+    assert [len(row) for row in data] == [1] * 10  # iteration stops at the IndexError after the last row
+
+
+def test_fields_are_read_only():
+    data = AugmentedData(**arrays())
+    before = data.x.clone()
+    with pytest.raises(AttributeError, match="'x' is read-only"):
+        data.x = np.zeros((6, 3))
+    assert torch.equal(data.x, before)
+
+
 def test_split_is_a_reproducible_partition():
     given_arrays = arrays(n=400)
     given_arrays["x"] = np.arange(400.0)[:, None]  # row ids

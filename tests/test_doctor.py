@@ -63,7 +63,7 @@ def test_black_box_simulator_is_reported_as_such():
 
 def test_a_crashing_simulator_is_a_failed_check_not_a_crash():
     class Crashes(Exponential):
-        def joint_log_prob(self, theta, x, z):
+        def joint_log_prob(self, x, z, theta):
             raise KeyError("component")
 
     report = report_for(Crashes())

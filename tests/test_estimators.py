@@ -63,7 +63,7 @@ def test_learned_score_approximates_the_exact_score(fitted):
     board = sluice.simulators.GaltonBoard()
     x = torch.arange(8.0, 23.0)[:, None]
     theta = torch.full((len(x), 1), -0.7, dtype=torch.float64, requires_grad=True)
-    (exact,) = torch.autograd.grad(board.log_likelihood(theta, x).sum(), theta)
+    (exact,) = torch.autograd.grad(board.log_likelihood(x, theta).sum(), theta)
     for method in ("ALICES", "SCANDAL", "SALLY"):
         learned = fitted["galton", method].score(x, torch.tensor([-0.7]))
         relative = float(((learned - exact.float()) ** 2).mean() / (exact.float() ** 2).mean())

@@ -13,7 +13,7 @@ PUBLISHED_LOG_R = [0.744, 0.654, 0.545, 0.419, 0.280, 0.136, -0.004, -0.129, -0.
 def exact_score(board, theta: float, nails: torch.Tensor) -> torch.Tensor:
     """∂θ log p(x | θ) by autograd through the dynamic program, one row per x in ``nails``."""
     thetas = torch.full((len(nails), 1), theta, dtype=torch.float64, requires_grad=True)
-    log_p = board.log_likelihood(thetas, nails[:, None].to(torch.float64))
+    log_p = board.log_likelihood(nails[:, None].to(torch.float64), thetas)
     (score,) = torch.autograd.grad(log_p.sum(), thetas)
     return score[:, 0]
 
@@ -30,7 +30,7 @@ def test_dynamic_program_is_normalised_and_supported_on_5_to_25():
 def test_exact_log_ratio_matches_published_values():
     board = sluice.simulators.GaltonBoard()
     nails = torch.arange(5, 26, dtype=torch.float64)[:, None]
-    log_r = board.log_likelihood(torch.tensor([-0.8]), nails) - board.log_likelihood(torch.tensor([-0.6]), nails)
+    log_r = board.log_likelihood(nails, torch.tensor([-0.8])) - board.log_likelihood(nails, torch.tensor([-0.6]))
     assert torch.allclose(log_r, torch.tensor(PUBLISHED_LOG_R, dtype=log_r.dtype), atol=1e-3)
 
 
@@ -96,9 +96,9 @@ def test_joint_score_is_unbiased_for_the_exact_score_given_x():
 
 def test_log_likelihood_rejects_fractional_x_and_gives_minus_inf_outside_the_board():
     board = sluice.simulators.GaltonBoard()
-    assert torch.isneginf(board.log_likelihood(torch.tensor([-0.7]), torch.tensor([[2.0], [40.0]]))).all()
+    assert torch.isneginf(board.log_likelihood(torch.tensor([[2.0], [40.0]]), torch.tensor([-0.7]))).all()
     try:
-        board.log_likelihood(torch.tensor([-0.7]), torch.tensor([[5.5]]))
+        board.log_likelihood(torch.tensor([[5.5]]), torch.tensor([-0.7]))
     except ValueError as error:
         assert "whole" in str(error)
     else:

@@ -25,6 +25,6 @@ def test_exact_score_is_the_joint_score_averaged_over_the_latent_means():
     t_mu = ((z - theta[0]) / tau2).sum(dim=2)
     t_log_tau = ((z - theta[0]) ** 2 / tau2 - 1).sum(dim=2)
     exact = theta.expand(3, 2).clone().requires_grad_(True)
-    (score,) = torch.autograd.grad(simulator.log_likelihood(exact, x).sum(), exact)
+    (score,) = torch.autograd.grad(simulator.log_likelihood(x, exact).sum(), exact)
     for row in range(3):
         assert_mean_close(torch.stack([t_mu[:, row], t_log_tau[:, row]], dim=1), score[row], f"E[t | x] (row {row})")

@@ -98,7 +98,7 @@ def test_joint_score_has_mean_zero(simulator):
     for theta in (TRUTH, torch.tensor([0.15, -1.3]), torch.tensor([0.002, -0.6])):
         # log p(x, z|θ) reads only the population, so the noise-free part of z suffices (and is fast)
         z = simulator.sample_population(theta.expand(20_000, 2), torch.Generator().manual_seed(2))
-        score = autograd_score(simulator, theta.expand(20_000, 2), None, z).score
+        score = autograd_score(simulator, None, z, theta.expand(20_000, 2)).score
         assert_mean_close(score, torch.zeros(2), f"E[t(x,z|{theta.tolist()})]")
 
 
@@ -108,14 +108,14 @@ def test_count_and_mass_terms_are_differentiable_and_match_finite_differences(si
          "masses": torch.tensor([[0.0] * 4, [2.0, 50.0, 1e3, 0.0], [1.5, 8.0, 4e4, 3e2]], dtype=torch.float64),
          "mask": torch.tensor([[0.0] * 4, [1.0, 1.0, 1.0, 0.0], [1.0] * 4])}
     base = torch.tensor(theta, dtype=torch.float64).expand(3, 2).clone().requires_grad_(True)
-    (score,) = torch.autograd.grad(simulator.joint_log_prob(base, None, z).sum(), base)
+    (score,) = torch.autograd.grad(simulator.joint_log_prob(None, z, base).sum(), base)
     step = 1e-6
     for j in range(2):
         shift = torch.zeros(3, 2, dtype=torch.float64)
         shift[:, j] = step
         with torch.no_grad():
-            difference = (simulator.joint_log_prob(base + shift, None, z)
-                          - simulator.joint_log_prob(base - shift, None, z)) / (2 * step)
+            difference = (simulator.joint_log_prob(None, z, base + shift)
+                          - simulator.joint_log_prob(None, z, base - shift)) / (2 * step)
         assert torch.allclose(score[:, j], difference, rtol=1e-5, atol=1e-6), (j, score[:, j], difference)
 
 

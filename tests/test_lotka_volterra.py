@@ -79,7 +79,7 @@ def test_a_run_follows_the_reference_gillespie_and_its_score_is_the_closed_form(
     assert torch.allclose(paths.exposure[0], torch.tensor(exposure, dtype=torch.float64), rtol=1e-9, atol=0.0)
 
     z = {"counts": paths.counts, "exposure": paths.exposure, "capped": paths.capped}
-    score = autograd_score(simulator, theta[None], simulator.summary_statistics(paths.states), z).score[0]
+    score = autograd_score(simulator, simulator.summary_statistics(paths.states), z, theta[None]).score[0]
     closed_form = torch.tensor([n - s for n, s in zip(counts, integrated, strict=True)], dtype=torch.float32)
     assert torch.allclose(score, closed_form, rtol=0.0, atol=1e-3), (score, closed_form)
 
@@ -123,14 +123,14 @@ def test_recorded_states_are_consistent_with_the_counts(at_theta_star):
 
 def test_joint_score_has_mean_zero(at_theta_star):
     simulator, theta, x, z = at_theta_star
-    score = autograd_score(simulator, theta, x, z).score
+    score = autograd_score(simulator, x, z, theta).score
     assert_mean_close(score, torch.zeros(4), "E[t(x,z|θ*)]")
 
 
 def test_joint_ratio_has_mean_one_at_a_nearby_theta(at_theta_star):
     simulator, theta1, x, z = at_theta_star
     theta0 = theta1 + torch.tensor([0.005, -0.005, 0.005, -0.005], dtype=torch.float64)
-    log_r = simulator.joint_log_prob(theta0, x, z) - simulator.joint_log_prob(theta1, x, z)
+    log_r = simulator.joint_log_prob(x, z, theta0) - simulator.joint_log_prob(x, z, theta1)
     assert_mean_close(log_r.exp(), 1.0, "E[r(x,z|θ0,θ*)]")
     closed_form = (z["counts"] * (theta0 - theta1) - (theta0.exp() - theta1.exp()) * z["exposure"]).sum(dim=1)
     assert torch.allclose(log_r, closed_form, rtol=1e-9, atol=1e-9)
@@ -172,7 +172,7 @@ def test_capped_runs_are_counted_and_their_stopped_paths_keep_the_identities(the
     assert simulator.n_capped == int(capped.sum()) and simulator.n_runs == n
     assert torch.isnan(x[capped]).all() and torch.isfinite(x[~capped]).all()
     assert torch.all(z["counts"][capped].sum(dim=1) == cap) and torch.all(z["counts"][~capped].sum(dim=1) < cap)
-    assert_mean_close(autograd_score(simulator, thetas, x, z).score, torch.zeros(4), "E[t] with the cap")
+    assert_mean_close(autograd_score(simulator, x, z, thetas).score, torch.zeros(4), "E[t] with the cap")
 
 
 def test_simulate_drops_capped_runs_with_a_counted_warning():

@@ -27,8 +27,8 @@ def test_autograd_score_equals_finite_differences(simulator):
     prior = simulator.default_prior()
     theta = prior.sample((500,))
     x, z = simulator.sample(theta, generator=torch.Generator().manual_seed(0))
-    _, autograd = joint_log_prob_and_score(simulator, theta, x, z, torch.full((simulator.n_parameters,), 1e-3))
-    numeric = finite_difference_score(simulator, theta, x, z, torch.full((simulator.n_parameters,), 1e-4))
+    _, autograd = joint_log_prob_and_score(simulator, x, z, theta, torch.full((simulator.n_parameters,), 1e-3))
+    numeric = finite_difference_score(simulator, x, z, theta, torch.full((simulator.n_parameters,), 1e-4))
     assert torch.allclose(autograd, numeric, atol=1e-4, rtol=1e-4)
 
 
@@ -37,7 +37,7 @@ def test_joint_log_ratio_is_the_difference_of_joint_log_probs():
     theta0, theta1 = torch.full((300, 1), -0.9), torch.full((300, 1), -0.5)
     x, z = board.sample(theta1, generator=torch.Generator().manual_seed(1))
     joint = mine(board, x, z, theta0, theta1, torch.tensor([1e-3]))
-    expected = board.joint_log_prob(theta0, x, z) - board.joint_log_prob(theta1, x, z)
+    expected = board.joint_log_prob(x, z, theta0) - board.joint_log_prob(x, z, theta1)
     assert torch.allclose(joint.log_r_xz, expected)
     assert not torch.allclose(joint.t_xz0, joint.t_xz1)
 
@@ -78,8 +78,8 @@ def test_simulator_marked_not_differentiable_uses_finite_differences(monkeypatch
 
 def test_joint_log_prob_of_wrong_shape_is_named():
     class WrongShape(Exponential):
-        def joint_log_prob(self, theta, x, z):
-            return super().joint_log_prob(theta, x, z)[:, None]
+        def joint_log_prob(self, x, z, theta):
+            return super().joint_log_prob(x, z, theta)[:, None]
 
     with pytest.raises(ValueError, match=r"WrongShape.joint_log_prob must return a tensor of shape \[n\]"):
         sluice.simulate(WrongShape(), Exponential().default_prior(), 10)

@@ -145,7 +145,7 @@ def test_toy_exact_likelihood_is_normalised(toy):
     grid = torch.stack(torch.meshgrid(energy, angle, indexing="ij"), dim=-1).reshape(-1, 2)
     cell = float((energy[1] - energy[0]) * (angle[1] - angle[0]))
     for theta in ([0.0, 0.0], [1.0, -1.0], [-1.0, 0.4]):
-        density = toy.log_likelihood(torch.tensor(theta, dtype=torch.float64), grid).exp()
+        density = toy.log_likelihood(grid, torch.tensor(theta, dtype=torch.float64)).exp()
         assert float(density.sum()) * cell == pytest.approx(1.0, abs=1e-5)
 
 
@@ -158,7 +158,7 @@ def test_toy_samples_follow_its_density():
     energy = torch.linspace(0.0, 40.0, 4001, dtype=torch.float64)
     angle = torch.linspace(-1.0, 1.0, 201, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(energy, angle, indexing="ij"), dim=-1)
-    density = truth.log_likelihood(theta, grid.reshape(-1, 2)).exp().reshape(grid.shape[:2])
+    density = truth.log_likelihood(grid.reshape(-1, 2), theta).exp().reshape(grid.shape[:2])
     mass = torch.trapezoid(torch.trapezoid(density[..., None] * grid, angle, dim=1), energy, dim=0)
     assert_mean_close(z["parton"], mass, "mean of (E, cos) at θ")
 

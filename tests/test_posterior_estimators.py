@@ -31,7 +31,7 @@ class LatentGaussian(sluice.Simulator):
         z = theta + LATENT_SD * torch.randn(theta.shape, generator=generator)
         return z + NOISE_SD * torch.randn(theta.shape, generator=generator), {"z": z}
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         return (-0.5 * ((z["z"] - theta) / LATENT_SD) ** 2).sum(dim=1)
 
 

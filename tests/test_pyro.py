@@ -87,7 +87,7 @@ def test_pyro_mixture_mines_the_same_log_r_and_score_as_the_built_in_for_the_sam
     assert_same_joint_quantities(mine(simulator, x, z, theta0, theta1, NO_FD),
                                  mine(mixture, x, mixture_z, theta0, theta1, NO_FD))
     # the full joint density, normalising constants included
-    assert torch.allclose(simulator.joint_log_prob(theta0, x, z), mixture.joint_log_prob(theta0, x, mixture_z),
+    assert torch.allclose(simulator.joint_log_prob(x, z, theta0), mixture.joint_log_prob(x, mixture_z, theta0),
                           atol=1e-4)
 
 
@@ -108,7 +108,7 @@ def test_reparameterised_latent_gets_the_score_of_its_density_not_the_pathwise_d
     # a z that still carries a graph to θ, as an rsample would: the replay must cut it
     theta_var = theta.clone().requires_grad_(True)
     pathwise_z = {"z": theta_var[:, 0] + (z["z"] - theta[:, 0])}
-    (score,) = torch.autograd.grad(simulator.joint_log_prob(theta_var, x, pathwise_z).sum(), theta_var)
+    (score,) = torch.autograd.grad(simulator.joint_log_prob(x, pathwise_z, theta_var).sum(), theta_var)
     assert torch.allclose(score[:, 0], z["z"] - theta[:, 0], atol=1e-5)  # t = z − θ
     # the pathwise derivative of log N(z; θ, 1) + log N(x; z, 1) with z = θ + ε would be x − z
     assert (score[:, 0] - (x[:, 0] - z["z"])).abs().mean() > 0.5
@@ -154,7 +154,7 @@ def test_sites_outside_the_runs_plate_and_missing_latents_are_reported():
     with pytest.raises(ValueError, match="observed site"):
         from_pyro(gaussian_chain, ["mu"], observed=("y",)).sample(torch.zeros(3, 1))
     with pytest.raises(KeyError, match="'z'"):
-        from_pyro(gaussian_chain, ["mu"]).joint_log_prob(torch.zeros(3, 1), torch.zeros(3, 1), {})
+        from_pyro(gaussian_chain, ["mu"]).joint_log_prob(torch.zeros(3, 1), {}, torch.zeros(3, 1))
 
 
 def test_without_pyro_the_module_imports_and_from_pyro_says_how_to_install_it(monkeypatch):

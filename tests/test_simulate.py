@@ -28,7 +28,7 @@ def test_half_the_rows_are_drawn_at_theta0_and_half_at_theta1():
     assert torch.all(data.t_xz[data.y == 0] == data.t_xz0[data.y == 0])
     # the rows really were drawn where y says: the exact log r(x|θ0,θ1) is positive on average at θ0
     # (a KL divergence) and negative at θ1
-    exact_log_r = board.log_likelihood(torch.tensor([-1.0]), data.x) - board.log_likelihood(torch.tensor([0.5]), data.x)
+    exact_log_r = board.log_likelihood(data.x, torch.tensor([-1.0])) - board.log_likelihood(data.x, torch.tensor([0.5]))
     assert exact_log_r[data.y == 0].mean() > 0.1 and exact_log_r[data.y == 1].mean() < -0.1
 
 

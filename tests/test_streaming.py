@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import sluice
 import sluice.data.storage
 import sluice.data.writer
+from sluice.data import OnDiskData
 from sluice.data.augmented import FIELDS
-from sluice.data.file_view import OnDiskData
 from sluice.data.writer import ResumeError
 from toys import BlackBox, Exponential
 
@@ -186,6 +186,26 @@ def test_truncated_and_corrupt_files_fail_with_clear_errors(tmp_path):
         sluice.AugmentedData.open(tmp_path / "absent.h5")
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("x", np.nan, r"'x' has NaN or inf in 1 of 1000 rows \(first at row 1234\)"),
+    ("t_xz1", np.inf, r"'t_xz1' has NaN or inf in 1 of 1000 rows \(first at row 1234\)"),
+    ("y", 0.5, "'y' must hold only 0 .* and 1"),
+])
+def test_rows_read_from_a_file_are_checked_like_arrays_given_to_the_constructor(tmp_path, field, value, message):
+    path = tmp_path / "d.h5"
+    sluice.simulate(Exponential(), Exponential().default_prior(), 3000, path=path)
+    with h5py.File(path, "r+") as file:  # a value the constructor refuses, written behind sluice's back
+        file[field][1234] = value
+    data = sluice.AugmentedData.open(path)
+    assert len(data[:1000]) == 1000 and len(data[2000:]) == 1000  # rows without it read as ever
+    with pytest.raises(ValueError, match=f"d.h5: AugmentedData: field {message}"):
+        data[1000:2000]
+    with pytest.raises(ValueError, match=f"d.h5: AugmentedData: field '{field}'"):
+        getattr(data, field)  # the whole column
+    with pytest.raises(ValueError, match=f"d.h5: AugmentedData: field '{field}'"):
+        sluice.AugmentedData.load(path)
+
+
 def test_a_damaged_committed_batch_is_redone_on_resume(tmp_path):
     run_slow(tmp_path / "reference.h5", n=1000)
     path = tmp_path / "d.h5"
@@ -219,10 +239,10 @@ def test_training_reads_an_on_disk_file_in_bounded_memory(tmp_path, monkeypatch)
     path = tmp_path / "g.h5"
     sluice.simulate(board, board.default_prior(), 20_000, seed=0, path=path)
     data = sluice.AugmentedData.open(path, block_rows=500, blocks_in_memory=2, statistics_rows=2000)
-    largest, read_rows = [], OnDiskData.__getitem__
+    largest, unwatched_getitem = [], OnDiskData.__getitem__
 
     def recording_reads(self, index):
-        rows = read_rows(self, index)
+        rows = unwatched_getitem(self, index)
         largest.append(len(rows))
         return rows
 
@@ -267,8 +287,7 @@ def test_any_read_of_an_on_disk_view_equals_the_same_read_in_memory(tmp_path_fac
              "int": random.randrange(-m, m),
              "indices": [random.randrange(-m, m) for _ in range(random.randrange(0, 20))],
              "mask": rng.random(m) < 0.4}[kind]
-    rows = np.arange(m)[index]  # numpy's meaning of the index (torch has no negative steps)
-    # through a list: a one-row view of a reversed range keeps its negative stride, which torch refuses
-    expected = in_memory[torch.tensor(np.atleast_1d(rows).tolist(), dtype=torch.long)]
-    assert_same_rows(view[index], expected)
+    rows = np.atleast_1d(np.arange(m)[index])  # numpy's meaning of the index
+    assert_same_rows(view[index], in_memory[rows])
+    assert_same_rows(in_memory[index], in_memory[rows])  # one meaning in memory and on disk
     assert view.parameter_names == in_memory.parameter_names and len(view) == len(in_memory)

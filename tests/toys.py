@@ -18,14 +18,14 @@ class Exponential(sluice.Simulator):
         u = torch.rand(theta.shape[0], generator=generator)
         return (-torch.log1p(-u) / theta[:, 0].exp())[:, None], {"u": u}
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         return theta[:, 0] - theta[:, 0].exp() * x[:, 0]
 
 
 class NumpyExponential(Exponential):
     """The same model scored through numpy: autograd cannot see it, finite differences must."""
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         rate = np.exp(theta[:, 0].numpy())
         return torch.from_numpy(np.log(rate) - rate * x[:, 0].numpy().astype(rate.dtype))
 
@@ -33,14 +33,14 @@ class NumpyExponential(Exponential):
 class GraphBreak(Exponential):
     """Detaches θ in the rate term: autograd drops −e^θ x from the score."""
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         return theta[:, 0] - theta[:, 0].detach().exp() * x[:, 0]
 
 
 class RedrawsInScoring(Exponential):
     """Draws fresh noise while scoring instead of reading it from z."""
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         return theta[:, 0] - theta[:, 0].exp() * x[:, 0] + 0.1 * torch.randn(theta.shape[0])
 
 
@@ -61,12 +61,12 @@ class LatentNotRecorded(sluice.Simulator):
         w = theta + torch.randn(theta.shape, generator=generator)
         return w + torch.randn(theta.shape, generator=generator), {}
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         return -0.5 * ((x - theta) ** 2).sum(dim=1)
 
 
 class IgnoresTheta(Exponential):
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         return -x[:, 0] + 0.0 * theta[:, 0]
 
 

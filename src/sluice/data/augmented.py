@@ -1,46 +1,39 @@
-"""AugmentedData: simulated rows (θ0, θ1, y, x) with the mined joint ratio and scores; HDF5 storage."""
+"""AugmentedData: simulated rows (θ0, θ1, y, x) with the mined joint ratio and scores, in memory or on disk.
+
+Both containers keep their rows in a row source (``row_sources``): AugmentedData in tensors, OnDiskData (what
+``AugmentedData.open`` returns) in HDF5 files. Slicing, columns, saving and loading go through the source's one
+``read``, so data in memory and on disk answer alike; a slice of either is in memory.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
-import h5py
 import numpy as np
 import torch
 
-__all__ = ["AugmentedData"]
+from .fields import FIELDS, JOINT_FIELDS, MEANING, checked
+from .row_sources import FileRows, TensorRows, row_numbers
+from .storage import Header, read_headers, write_file
 
-FORMAT_NAME = "sluice.AugmentedData"
-FORMAT_VERSION = 1
-JOINT_FIELDS = ("log_r_xz", "t_xz0", "t_xz1")
-FIELDS = ("theta0", "theta1", "y", "x") + JOINT_FIELDS
+__all__ = ["FIELDS", "JOINT_FIELDS", "AugmentedData", "OnDiskData", "save_file"]
 
-_MEANING = {
-    "theta0": "θ0",
-    "theta1": "θ1",
-    "y": "the label (0: x drawn at θ0, 1: at θ1)",
-    "x": "the simulator output",
-    "log_r_xz": "the joint log ratio log r(x,z|θ0,θ1)",
-    "t_xz0": "the joint score t(x,z|θ0)",
-    "t_xz1": "the joint score t(x,z|θ1)",
-}
+MAX_EXTREME_COLUMNS = 64  # statistics_sample adds the extreme rows of x only for x this narrow or narrower
 
 
-def _as_float_tensor(name: str, value) -> torch.Tensor:
-    try:
-        array = np.asarray(value.detach().cpu() if torch.is_tensor(value) else value)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"AugmentedData: field '{name}' cannot be read as a numeric array ({error})") from None
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"AugmentedData: field '{name}' must be numeric, got dtype {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+class _Column:
+    """A stored field, read from the row source on access (None where the data lack it); read-only, since the
+    rows live in the source (a new AugmentedData takes changed arrays)."""
 
+    def __set_name__(self, owner, name: str):
+        self.name = name
 
-@dataclass(frozen=True)
-class _Shapes:
-    n: int
-    p: int
+    def __get__(self, data, owner=None):
+        if data is None:
+            return self
+        return data._rows.read(slice(0, len(data), 1), [self.name])[self.name] if data.has(self.name) else None
+
+    def __set__(self, data, value):
+        raise AttributeError(f"AugmentedData's field '{self.name}' is read-only; build a new AugmentedData from "
+                             "the changed arrays")
 
 
 class AugmentedData:
@@ -55,61 +48,24 @@ class AugmentedData:
     a bad field raises ``ValueError`` naming it.
     """
 
+    # the stored fields: in memory a view of the tensor, on disk the whole column read
+    theta0, theta1, y, x = _Column(), _Column(), _Column(), _Column()
+    log_r_xz, t_xz0, t_xz1 = _Column(), _Column(), _Column()
+
     def __init__(self, theta0, theta1, y, x, log_r_xz=None, t_xz0=None, t_xz1=None,
                  parameter_names=None, simulator_name: str | None = None):
         given = dict(theta0=theta0, theta1=theta1, y=y, x=x, log_r_xz=log_r_xz, t_xz0=t_xz0, t_xz1=t_xz1)
-        tensors = {name: None if value is None else _as_float_tensor(name, value) for name, value in given.items()}
-        for name in ("theta0", "theta1", "y", "x"):
-            if tensors[name] is None:
-                raise ValueError(f"AugmentedData: field '{name}' ({_MEANING[name]}) is required")
-        shapes = self._check_shapes(tensors)
-        for name, tensor in tensors.items():
-            if tensor is not None:
-                bad = ~torch.isfinite(tensor.reshape(shapes.n, -1)).all(dim=1)
-                if bad.any():
-                    raise ValueError(f"AugmentedData: field '{name}' has NaN or inf in {int(bad.sum())} of "
-                                     f"{shapes.n} rows (first at row {int(bad.nonzero()[0, 0])})")
-        y_values = tensors["y"]
-        if not torch.all((y_values == 0) | (y_values == 1)):
-            raise ValueError("AugmentedData: field 'y' must hold only 0 (x drawn at θ0) and 1 (x drawn at θ1)")
-        if parameter_names is None:
-            parameter_names = tuple(f"theta_{j}" for j in range(shapes.p))
-        parameter_names = tuple(str(name) for name in parameter_names)
-        if len(parameter_names) != shapes.p:
-            raise ValueError(f"AugmentedData: parameter_names has {len(parameter_names)} names but theta0 has "
-                             f"{shapes.p} columns")
-        for name, tensor in tensors.items():
-            setattr(self, name, tensor)
-        self.parameter_names = parameter_names
+        tensors, self.parameter_names = checked(given, parameter_names)
+        self._rows = TensorRows(tensors)
         self.simulator_name = simulator_name
 
     @classmethod
     def _trusted(cls, fields: dict, parameter_names: tuple, simulator_name: str | None) -> AugmentedData:
         """Build from float32 tensors already known to be valid (slices, batches we checked), skipping checks."""
         data = object.__new__(cls)
-        for name in FIELDS:
-            setattr(data, name, fields.get(name))
-        data.parameter_names, data.simulator_name = parameter_names, simulator_name
+        data._rows = TensorRows({name: fields.get(name) for name in FIELDS})
+        data.parameter_names, data.simulator_name = tuple(parameter_names), simulator_name
         return data
-
-    @staticmethod
-    def _check_shapes(tensors: dict) -> _Shapes:
-        theta0 = tensors["theta0"]
-        if theta0.ndim != 2:
-            raise ValueError(f"AugmentedData: field 'theta0' must have shape [n, p], got {list(theta0.shape)}")
-        n, p = theta0.shape
-        expected = {"theta1": (n, p), "y": (n,), "log_r_xz": (n,), "t_xz0": (n, p), "t_xz1": (n, p)}
-        for name, shape in expected.items():
-            tensor = tensors[name]
-            if tensor is not None and tuple(tensor.shape) != shape:
-                raise ValueError(f"AugmentedData: field '{name}' must have shape {list(shape)} "
-                                 f"(n = {n} rows from theta0, p = {p}), got {list(tensor.shape)}")
-        x = tensors["x"]
-        if x.ndim < 2 or x.shape[0] != n:
-            hint = "; use x[:, None] for a scalar output" if x.ndim == 1 and x.shape[0] == n else ""
-            raise ValueError(f"AugmentedData: field 'x' must have shape [n, d] (or [n, ...], e.g. images "
-                             f"[n, H, W]) with n = {n}, got {list(x.shape)}{hint}")
-        return _Shapes(n, p)
 
     # --- views ------------------------------------------------------------------------------------------
     @property
@@ -120,22 +76,23 @@ class AugmentedData:
     @property
     def t_xz(self) -> torch.Tensor | None:
         """The joint score at the θ that generated each x. ``[n, p]``, or None without scores."""
-        if self.t_xz0 is None or self.t_xz1 is None:
+        if not (self.has("t_xz0") and self.has("t_xz1")):
             return None
         return torch.where(self.y[:, None] == 0, self.t_xz0, self.t_xz1)
 
     @property
     def n_parameters(self) -> int:
-        return self.theta0.shape[1]
+        return len(self.parameter_names)
 
     def has(self, field: str) -> bool:
-        return getattr(self, field, None) is not None
+        """Whether the data hold the stored field ``field`` (one of FIELDS), without reading it."""
+        return field in self._rows.shapes
 
     def require(self, fields, user: str) -> None:
         """Raise a ValueError naming each field in ``fields`` that this data lacks."""
         missing = [name for name in fields if not self.has(name)]
         if missing:
-            described = ", ".join(f"'{name}' ({_MEANING[name]})" for name in missing)
+            described = ", ".join(f"'{name}' ({MEANING[name]})" for name in missing)
             source = f"data from {self.simulator_name}" if self.simulator_name else "this data"
             raise ValueError(f"{user} needs {described}, which {source} does not have (black-box data: its simulator "
                              f"has no joint_log_prob); simulate it from a simulator with joint_log_prob, or pass "
@@ -146,20 +103,16 @@ class AugmentedData:
         return {name: getattr(self, name) for name in FIELDS}
 
     def __len__(self) -> int:
-        return self.theta0.shape[0]
+        return self._rows.n
 
     def __getitem__(self, index) -> AugmentedData:
-        if isinstance(index, int):
-            index = slice(index, index + 1 if index != -1 else None)
-        elif not isinstance(index, slice):
-            index = torch.as_tensor(np.asarray(index) if not torch.is_tensor(index) else index)
-        parts = {name: None if value is None else value[index] for name, value in self.fields().items()}
-        return self._trusted(parts, self.parameter_names, self.simulator_name)
+        """The rows ``index`` selects (an int, a slice, a boolean mask, row numbers; numpy's meaning), in memory."""
+        read = self._rows.read(row_numbers(index, len(self)), list(self._rows.shapes))
+        return self._trusted(read, self.parameter_names, self.simulator_name)
 
     def split(self, fraction: float, seed: int = 0) -> tuple[AugmentedData, AugmentedData]:
         """Random split into (the rest, a held-out part of ``round(fraction·n)`` rows), e.g. train/validation."""
-        if not 0.0 < fraction < 1.0:
-            raise ValueError(f"split: fraction must lie strictly between 0 and 1, got {fraction}")
+        _check_fraction(fraction)
         held = int(round(fraction * len(self)))
         if held == 0 or held == len(self):
             raise ValueError(f"split: a fraction of {fraction} of {len(self)} rows leaves one part empty")
@@ -175,56 +128,175 @@ class AugmentedData:
         names = {part.parameter_names for part in parts}
         if len(names) > 1:
             raise ValueError(f"concatenate: the parts have different parameter names {sorted(names)}")
+        if len({tuple(part.x.shape[1:]) for part in parts}) > 1:
+            raise ValueError("concatenate: the parts have x of different shapes")
         merged = {}
         for name in FIELDS:
             values = [getattr(part, name) for part in parts]
             merged[name] = None if any(value is None for value in values) else torch.cat(values)
-        if len({tuple(part.x.shape[1:]) for part in parts}) > 1:
-            raise ValueError("concatenate: the parts have x of different shapes")
         return cls._trusted(merged, parts[0].parameter_names, parts[0].simulator_name)
 
     def __repr__(self) -> str:
         joint = [name for name in JOINT_FIELDS if self.has(name)]
         return (f"AugmentedData(n={len(self)}, parameters={list(self.parameter_names)}, "
-                f"x={list(self.x.shape[1:])}, joint={joint}, simulator={self.simulator_name!r})")
+                f"x={list(self._rows.shapes['x'])}, joint={joint}, simulator={self.simulator_name!r})")
 
-    # --- storage ----------------------------------------------------------------------------------------
+    # --- files ------------------------------------------------------------------------------------------
+    def _parts(self):
+        """The rows in memory, in order, a bounded number at a time (for writing them to a file)."""
+        yield self
+
     def save(self, path, overwrite: bool = False) -> None:
-        """Write to an HDF5 file (layout in ``sluice.storage``). An existing file is kept unless
+        """Write to an HDF5 file (layout in ``sluice.data.storage``). An existing file is kept unless
         ``overwrite=True``; the write is atomic (a temporary file in the same folder, flushed and renamed into
         place), so a crash never leaves half a file."""
-        from .storage import header_of, write_file
-
-        write_file(path, header_of(self), [self], overwrite)
+        save_file(self, path, overwrite)
 
     @classmethod
     def load(cls, path) -> AugmentedData:
         """Read a whole file into memory; a missing, truncated, corrupt or foreign file gets a clear error.
         For files too large for memory use ``open``."""
-        from .storage import read_header
-        from .writer import unfinished_hint
-
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such data file: {path}{unfinished_hint(path)}")
-        header = read_header(path)
-        try:
-            with h5py.File(path, "r") as file:
-                arrays = {name: torch.from_numpy(file[name][...]) if name in file else None for name in FIELDS}
-        except OSError as error:
-            raise ValueError(f"{path} cannot be read as HDF5 (truncated or corrupt?): {error}") from None
-        return cls(**arrays, parameter_names=header.parameter_names, simulator_name=header.simulator_name)
+        return cls.open(path)[:]
 
     @classmethod
     def open(cls, path, partial: bool = False, block_rows: int | None = None, blocks_in_memory: int = 4,
-             statistics_rows: int = 100_000):
-        """The file as ``sluice.ondisk.OnDiskData``: read-only, its rows read only when asked for, so a file
-        larger than memory can be sliced, split and trained on (``Estimator.fit`` reads it block by block).
+             statistics_rows: int = 100_000) -> OnDiskData:
+        """The file as ``OnDiskData``: read-only, its rows read only when asked for, so a file larger than
+        memory can be sliced, split and trained on (``Estimator.fit`` reads it block by block).
 
         ``partial=True`` opens the batches committed so far by an unfinished (or killed) ``sluice.simulate(...,
         path=path)`` when the file itself does not exist yet. ``block_rows`` (default: about n/64, at most
         16 384 and 16 MiB), ``blocks_in_memory`` and ``statistics_rows`` set how training reads it (see OnDiskData)."""
-        from .writer import open_data
+        return OnDiskData(FileRows(read_headers(path, partial), block_rows=block_rows), blocks_in_memory,
+                          statistics_rows)
 
-        return open_data(path, partial, block_rows=block_rows, blocks_in_memory=blocks_in_memory,
-                         statistics_rows=statistics_rows)
+
+def save_file(data: AugmentedData, path, overwrite: bool = False, attributes: dict | None = None,
+              sync_folder: bool = True) -> None:
+    """``data.save``, with extra JSON ``attributes`` for the file's header (see ``storage.write_file``)."""
+    shapes = {name: tuple(shape) for name, shape in data._rows.shapes.items()}
+    header = Header("", len(data), tuple(data.parameter_names), data.simulator_name, shapes, dict(attributes or {}))
+    parts = ({name: getattr(part, name).numpy() for name in shapes} for part in data._parts())
+    write_file(path, header, parts, overwrite, sync_folder)
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"split: fraction must lie strictly between 0 and 1, got {fraction}")
+
+
+class OnDiskData(AugmentedData):
+    """A read-only AugmentedData whose rows stay in HDF5 files (``AugmentedData.open(path)``, or ``simulate(...,
+    path=path)``) and are read only when asked for, every read checked like the constructor's arrays.
+
+    ``len``, ``parameter_names``, ``simulator_name``, ``settings`` (how ``sluice.simulate`` made it), ``nbytes``
+    need no reading. ``data[i:j]``, ``data[mask]``, ``data[indices]`` read just those rows into an in-memory
+    AugmentedData; ``data.x`` (any field) reads that whole column; ``load()`` reads everything. ``split(fraction,
+    seed)`` holds out whole blocks of ``block_rows`` consecutive rows (round(fraction · blocks), at least one),
+    as on-disk views. For training (``sluice.estimators.training``): ``read_blocks`` reads chosen blocks,
+    ``statistics_sample`` a bounded sample; ``blocks_in_memory`` blocks are shuffled together in each step.
+    """
+
+    def __init__(self, rows: FileRows, blocks_in_memory: int = 4, statistics_rows: int = 100_000):
+        self._rows = rows
+        first = rows.headers[0]
+        self.parameter_names, self.simulator_name = first.parameter_names, first.simulator_name
+        self.blocks_in_memory = int(blocks_in_memory)
+        self.statistics_rows = int(statistics_rows)
+
+    @classmethod
+    def _trusted(cls, fields, parameter_names, simulator_name) -> AugmentedData:
+        return AugmentedData._trusted(fields, parameter_names, simulator_name)  # anything read is in memory
+
+    def _view(self, blocks: list) -> OnDiskData:
+        return OnDiskData(self._rows.with_blocks(blocks), self.blocks_in_memory, self.statistics_rows)
+
+    # --- what needs no reading ------------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        return self._rows.headers[0].path
+
+    @property
+    def settings(self) -> dict | None:
+        """The settings ``sluice.simulate`` recorded in the file (None for files written otherwise)."""
+        return self._rows.headers[0].attributes.get("simulation")
+
+    @property
+    def blocks(self) -> list:
+        """The view's blocks, each ``(first, end)`` in file-wide row numbers (across the batch files, if several)."""
+        return self._rows.blocks
+
+    @property
+    def block_rows(self) -> int:
+        return self._rows.block_rows
+
+    @property
+    def rows_read(self) -> int:
+        """Rows read through this view so far."""
+        return self._rows.rows_read
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes these rows take once read into memory (float32 fields), from the header alone."""
+        return len(self) * self._rows.row_bytes
+
+    def __repr__(self) -> str:
+        joint = [name for name in JOINT_FIELDS if self.has(name)]
+        files = len(self._rows.headers)
+        where = self.path if files == 1 else f"{files} batch files"
+        return (f"OnDiskData({where!r}, n={len(self)}, parameters={list(self.parameter_names)}, "
+                f"x={list(self._rows.shapes['x'])}, joint={joint}, simulator={self.simulator_name!r})")
+
+    # --- reading --------------------------------------------------------------------------------------------
+    def read_blocks(self, indices) -> AugmentedData:
+        """The rows of the view's blocks ``indices`` (in that order), in memory."""
+        return self[self._rows.rows_of_blocks(indices)]
+
+    def load(self) -> AugmentedData:
+        """Every row in memory."""
+        return self[:]
+
+    def _parts(self):
+        return (self.read_blocks([k]) for k in range(len(self.blocks)))
+
+    # --- splitting and sampling -----------------------------------------------------------------------------
+    def split(self, fraction: float, seed: int = 0) -> tuple[OnDiskData, OnDiskData]:
+        """(the rest, a held-out part) of whole blocks, both on disk; round(fraction · blocks) are held out."""
+        _check_fraction(fraction)
+        count = len(self.blocks)
+        if count < 2:
+            raise ValueError(f"split: {len(self)} rows in {count} block of {self.block_rows} rows cannot be split; "
+                             "open the file with a smaller block_rows")
+        held = min(count - 1, max(1, round(fraction * count)))
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+        return self._view([self.blocks[k] for k in sorted(order[held:])]), \
+            self._view([self.blocks[k] for k in sorted(order[:held])])
+
+    def statistics_sample(self, seed: int = 0) -> AugmentedData:
+        """A bounded in-memory sample for the statistics an estimator fits once (standardisation, Var(t)):
+        random whole blocks until ``statistics_rows`` rows, plus the rows where each column of x is smallest and
+        largest (one pass over x; for x of at most MAX_EXTREME_COLUMNS entries, not images), so a range read
+        from the sample (a discrete support) covers the whole file.
+        All of the data where it has at most ``statistics_rows`` rows."""
+        order = torch.randperm(len(self.blocks), generator=torch.Generator().manual_seed(seed)).tolist()
+        chosen, rows = [], 0
+        for k in order:
+            if rows >= self.statistics_rows:
+                break
+            chosen.append(k)
+            rows += self.blocks[k][1] - self.blocks[k][0]
+        sample = self.read_blocks(sorted(chosen))
+        if len(chosen) == len(self.blocks) or np.prod(self._rows.shapes["x"]) > MAX_EXTREME_COLUMNS:
+            return sample
+        candidates = []  # per block and column of x: the smallest value and its row, the largest and its row
+        for k in range(len(self.blocks)):
+            rows_of_block = self._rows.rows_of_blocks([k])
+            flat = self._rows.read(rows_of_block, ["x"])["x"].numpy().reshape(len(rows_of_block), -1)
+            low, high, columns = flat.argmin(axis=0), flat.argmax(axis=0), np.arange(flat.shape[1])
+            first = rows_of_block[0]
+            candidates.append((flat[low, columns], first + low, flat[high, columns], first + high))
+        low_values, low_rows, high_values, high_rows = (np.stack(column) for column in zip(*candidates, strict=True))
+        columns = np.arange(low_values.shape[1])
+        extremes = np.unique(np.concatenate([low_rows[low_values.argmin(axis=0), columns],
+                                             high_rows[high_values.argmax(axis=0), columns]]))
+        return AugmentedData.concatenate([sample, self[extremes]])

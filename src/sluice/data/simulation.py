@@ -4,8 +4,8 @@ in memory, or streamed into an HDF5 file that a rerun resumes; in this process, 
 Every batch is a pure function of (seed, batch index, batch layout): ``batch_seeds`` gives its seeds, so the rows
 do not depend on where, when or in what order batches run. That one fact makes the rest simple: workers return
 batches in any order and they are stored by index; a resumed run redoes only the missing batches and gets the
-same file; 1, 2 or 8 workers, or a Dask cluster, give the same data. Streaming and resume: ``sluice.checkpoint``;
-workers and Dask: ``sluice.engine``; the file: ``sluice.storage``; its lazy reader: ``sluice.ondisk``.
+same file; 1, 2 or 8 workers, or a Dask cluster, give the same data. Streaming and resume: ``writer.py``;
+workers and Dask: ``executors.py``; the file: ``storage.py``; its lazy reader: ``OnDiskData`` (``augmented.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from ..simulators.base import Simulator, sample_seeded
 from ..simulators.priors import check_prior, outside_support, parameter_scale, sample_prior
 from .augmented import AugmentedData
 from .executors import WorkerCrashError, batch_runner
-from .file_view import OnDiskData
 from .writer import Checkpoint, ResumeError, describe_run
 
 __all__ = ["simulate", "MiningError", "DroppedRowsWarning", "ResumeError", "WorkerCrashError"]
@@ -208,15 +207,15 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
     only for simulators whose joint_log_prob is not differentiable.
 
     ``path``: stream the batches to this HDF5 file as they finish and return it opened lazily
-    (``sluice.ondisk.OnDiskData``, an AugmentedData whose rows stay on disk). Each batch is committed
+    (``sluice.data.OnDiskData``, an AugmentedData whose rows stay on disk). Each batch is committed
     atomically; after a crash or kill, the same call again keeps the committed batches, redoes the rest and
-    writes the same file as an uninterrupted run (``sluice.checkpoint``). The same call on a finished file
+    writes the same file as an uninterrupted run (``writer.py``). The same call on a finished file
     returns it. Another call on a path with a file or an unfinished run is refused (``FileExistsError``,
     ``ResumeError``) unless ``overwrite=True``, which starts afresh.
 
     ``workers``: run the batches in this many local processes; ``scheduler``: on a Dask cluster, given by
     its address (``"tcp://host:8786"``) or a ``dask.distributed.Client`` (``pip install 'sluice-sbi[dask]'``).
-    The simulator and prior must pickle. A dead worker's batches are run again (``sluice.engine``).
+    The simulator and prior must pickle. A dead worker's batches are run again (``executors.py``).
     """
     if not isinstance(simulator, Simulator):
         raise TypeError(f"simulate needs a sluice.Simulator, got {type(simulator).__name__}; subclass "
@@ -254,7 +253,7 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
         checkpoint = Checkpoint(path, describe_run(simulator, prior, n, seed, batch_size, reference, fd_step),
                                 n_batches)
         if checkpoint.start(overwrite):
-            return OnDiskData.open(path)
+            return AugmentedData.open(path)
         committed = checkpoint.committed()
         for index, batch in sorted(committed.items()):
             tally.add(bounds[index + 1] - bounds[index], batch.rows, batch.dropped)
@@ -265,7 +264,7 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
 
         _run(job, pending, commit, tally, workers, scheduler, progress)
         checkpoint.assemble(tally.dropped)
-        data = OnDiskData.open(path)
+        data = AugmentedData.open(path)
     if len(data) < n:
         warnings.warn(f"{simulator.name}: dropped {n - len(data)} of {n} rows with NaN or inf ({tally.reasons()}); "
                       f"the data hold {len(data)} rows", DroppedRowsWarning, stacklevel=2)

@@ -1,42 +1,47 @@
-"""HDF5 storage of AugmentedData: the file layout, one atomic writer for every file, and the header reader.
+"""HDF5 files of AugmentedData rows: the layout, its header, one atomic writer and one reader of row ranges.
 
 Layout (format ``sluice.AugmentedData``, version 1): one float32 dataset per field, rows first, in chunks of
 16 384 rows (fewer for wide rows such as images: at most 1 MiB a chunk) with a Fletcher-32 checksum each (a
 damaged chunk is a read error, never silent garbage); attributes ``parameter_names`` and ``simulator_name``
 (JSON), ``n`` (rows stored) and, on files written by ``sluice.simulate``, ``simulation`` (JSON: the settings
-that made the file) and ``dropped_rows``.
+that made the file) and ``dropped_rows``; on the batch files of a run, ``batch``.
 
 Atomic writes: a file is written under a temporary name in its target's folder, flushed to disk (fsync) and
 renamed into place. POSIX rename is atomic, so a file under its final name is always whole; a crash leaves at
 most a ``.NAME.*.partial`` temporary, which nothing reads.
 
-The lazily read view of a file is ``sluice.ondisk.OnDiskData``.
+While ``sluice.simulate(..., path=NAME)`` runs, its committed batches are files ``NAME.parts/batch-00000012.h5``
+beside ``NAME.parts/run.json`` (the run's settings); the resumable writer (``writer.py``) keeps that folder.
+
+Files hold plain dicts of numpy arrays here: the rows are checked by the containers that read them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 
 import h5py
 import numpy as np
-import torch
 
-from .augmented import FIELDS, FORMAT_NAME, FORMAT_VERSION, AugmentedData
+from .fields import FIELDS, FORMAT_NAME, FORMAT_VERSION, REQUIRED, row_shapes
 
-__all__ = ["Header", "read_header", "read_rows", "write_file", "CHUNK_ROWS"]
+__all__ = ["CHUNK_ROWS", "Header", "batch_files", "read_header", "read_headers", "read_ranges", "unfinished_hint",
+           "write_file"]
 
 CHUNK_ROWS = 16_384  # rows per HDF5 chunk and the longest training block: 64 KiB per 1-column field
 CHUNK_BYTES = 1 << 20  # at most 1 MiB per chunk, so wide rows (images) get fewer rows per chunk
+RUN_FILE = "run.json"
+BATCH_FILE = re.compile(r"batch-(\d{8})\.h5")
 
 
 def chunk_rows(n: int, shape: tuple) -> int:
     """Rows per chunk of a field whose rows have the trailing ``shape`` (float32)."""
     row_bytes = 4 * int(np.prod(shape, dtype=np.int64))
     return int(max(1, min(n, CHUNK_ROWS, CHUNK_BYTES // max(row_bytes, 1))))
-REQUIRED = ("theta0", "theta1", "y", "x")
 
 
 @dataclass(frozen=True)
@@ -52,12 +57,40 @@ class Header:
     attributes: dict = field(default_factory=dict)
 
 
-def header_of(data: AugmentedData, path: str = "", attributes: dict | None = None) -> Header:
-    shapes = {name: tuple(value.shape[1:]) for name, value in data.fields().items() if value is not None}
-    return Header(path, len(data), tuple(data.parameter_names), data.simulator_name, shapes, dict(attributes or {}))
+# --- the folder of an unfinished run ------------------------------------------------------------------------
+def parts_folder(path) -> str:
+    return os.fspath(path) + ".parts"
 
 
-def _fsync(path: str) -> None:
+def batch_path(path, index: int) -> str:
+    return os.path.join(parts_folder(path), f"batch-{index:08d}.h5")
+
+
+def batch_files(path) -> list[str]:
+    """The committed batch files of a run writing ``path``, in order ([] when there is no such run)."""
+    folder = parts_folder(path)
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, name) for name in sorted(os.listdir(folder)) if BATCH_FILE.fullmatch(name)]
+
+
+def unfinished_hint(path) -> str:
+    """A note on an unfinished run writing ``path``, for 'no such file' errors ('' where there is none)."""
+    folder = parts_folder(path)
+    if not os.path.isfile(os.path.join(folder, RUN_FILE)):
+        return ""
+    return (f" (a sluice.simulate run writing it is unfinished: {len(batch_files(path))} batches are committed in "
+            f"{folder}; run the same call again to finish it, or read them with AugmentedData.open(path, "
+            "partial=True))")
+
+
+def temporary_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}."
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+def fsync(path: str) -> None:
+    """Flush a file or folder to disk (where the system lets a folder be opened)."""
     try:
         handle = os.open(path, os.O_RDONLY)
     except OSError:  # a folder cannot be opened on some systems (Windows): nothing to sync there
@@ -70,12 +103,9 @@ def _fsync(path: str) -> None:
         os.close(handle)
 
 
-def temporary_prefix(path: str) -> str:
-    return f".{os.path.basename(path)}."
-
-
 def write_file(path, header: Header, parts, overwrite: bool = False, sync_folder: bool = True) -> None:
-    """Write ``header.n`` rows, given as AugmentedData ``parts`` in order, to ``path`` atomically (module notes).
+    """Write ``header.n`` rows to ``path`` atomically (module notes). ``parts`` gives them in order, each a dict
+    of float32 arrays ``[rows, *header.shapes[name]]`` for every field in ``header.shapes``.
 
     Only one part is held at a time, so a file of any size is written in bounded memory. The file is flushed
     before the rename (so a power cut cannot leave a renamed but empty file); ``sync_folder`` also flushes the
@@ -104,26 +134,27 @@ def write_file(path, header: Header, parts, overwrite: bool = False, sync_folder
                                                          fletcher32=bool(chunks), track_times=False)
             offset = 0
             for part in parts:
-                rows = len(part)
+                rows = len(part["x"])
                 for name, dataset in datasets.items():
-                    dataset[offset:offset + rows] = getattr(part, name).numpy()
+                    dataset[offset:offset + rows] = part[name]
                 offset += rows
             if offset != header.n:
                 raise RuntimeError(f"write_file: {offset} rows were given for a file of {header.n}")
-        _fsync(temporary)
+        fsync(temporary)
         os.replace(temporary, path)
         if sync_folder:
-            _fsync(folder)
+            fsync(folder)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
+# --- reading ------------------------------------------------------------------------------------------------
 def read_header(path) -> Header:
     """The header of a sluice HDF5 file; a missing, truncated, foreign or inconsistent file gets a clear error."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no such data file: {path}")
+        raise FileNotFoundError(f"no such data file: {path}{unfinished_hint(path)}")
     try:
         with h5py.File(path, "r") as file:
             if file.attrs.get("format") != FORMAT_NAME:
@@ -150,8 +181,7 @@ def read_header(path) -> Header:
             raise ValueError(f"{path} holds {length} rows of '{name}' but says it holds {header.n}: the file is "
                              "incomplete")
     p = len(header.parameter_names)
-    expected = {"theta0": (p,), "theta1": (p,), "y": (), "log_r_xz": (), "t_xz0": (p,), "t_xz1": (p,)}
-    for name, shape in expected.items():
+    for name, shape in row_shapes(p).items():
         if name in header.shapes and header.shapes[name] != shape:
             raise ValueError(f"{path}: field '{name}' has rows of shape {list(header.shapes[name])}, expected "
                              f"{list(shape)} for {p} parameters")
@@ -160,11 +190,30 @@ def read_header(path) -> Header:
     return header
 
 
-def read_rows(header: Header) -> AugmentedData:
-    """Every row of a file whose contents are known to be valid (a batch checked when committed), unchecked."""
+def read_headers(path, partial: bool = False) -> list[Header]:
+    """The headers of the files holding the rows of ``path``: the file itself or, with ``partial`` and no such
+    file yet, the batches an unfinished ``sluice.simulate`` run has committed so far."""
+    if not partial or os.path.exists(path):
+        return [read_header(path)]
+    batches = batch_files(path)
+    if not batches:
+        raise FileNotFoundError(f"no such data file: {os.fspath(path)}, and no committed batches of a run writing it")
+    return [read_header(batch) for batch in batches]
+
+
+def read_ranges(header: Header, ranges, names) -> dict:
+    """The rows ``low`` to ``high`` (exclusive) for each ``(low, high)`` of ``ranges``, one after another, of the
+    fields ``names`` of the file ``header`` describes: float32 numpy arrays, as stored (unchecked)."""
+    lengths = [high - low for low, high in ranges]
+    arrays = {name: np.empty((sum(lengths),) + tuple(header.shapes[name]), np.float32) for name in names}
     try:
         with h5py.File(header.path, "r") as file:
-            fields = {name: torch.from_numpy(file[name][...]) for name in header.shapes}
+            for name in names:
+                dataset, offset = file[name], 0
+                for (low, high), length in zip(ranges, lengths, strict=True):
+                    if length:
+                        dataset.read_direct(arrays[name], np.s_[low:high], np.s_[offset:offset + length])
+                    offset += length
     except OSError as error:
-        raise ValueError(f"{header.path} cannot be read (truncated or corrupt?): {error}") from None
-    return AugmentedData._trusted(fields, header.parameter_names, header.simulator_name)
+        raise ValueError(f"{header.path}: rows cannot be read (truncated or corrupt?): {error}") from None
+    return arrays

@@ -23,7 +23,6 @@ import hashlib
 import inspect
 import json
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -33,22 +32,25 @@ import numpy as np
 import torch
 
 from ..simulators.priors import sample_prior
-from .augmented import AugmentedData
-from .file_view import OnDiskData
-from .storage import Header, _fsync, header_of, read_header, read_rows, temporary_prefix, write_file
+from .augmented import AugmentedData, save_file
+from .storage import (
+    BATCH_FILE,
+    RUN_FILE,
+    Header,
+    batch_path,
+    fsync,
+    parts_folder,
+    read_header,
+    read_ranges,
+    temporary_prefix,
+    write_file,
+)
 
-__all__ = ["ResumeError", "Checkpoint", "describe_run", "open_data", "parts_folder"]
-
-RUN_FILE = "run.json"
-BATCH_FILE = re.compile(r"batch-(\d{8})\.h5")
+__all__ = ["ResumeError", "Checkpoint", "describe_run"]
 
 
 class ResumeError(ValueError):
     """An unfinished simulation at this path was started with other settings."""
-
-
-def parts_folder(path) -> str:
-    return os.fspath(path) + ".parts"
 
 
 def _plain(value):
@@ -179,12 +181,9 @@ class Checkpoint:
         with open(os.path.join(temporary, RUN_FILE), "w") as file:
             json.dump({"settings": self.settings, "replaces": replaces, "n_batches": self.n_batches}, file,
                       indent=1, sort_keys=True)
-        _fsync(os.path.join(temporary, RUN_FILE))
+        fsync(os.path.join(temporary, RUN_FILE))
         os.rename(temporary, self.folder)
-        _fsync(folder)
-
-    def _batch_path(self, index: int) -> str:
-        return os.path.join(self.folder, f"batch-{index:08d}.h5")
+        fsync(folder)
 
     def committed(self) -> dict[int, Committed]:
         """The committed batches by index, each re-read in full; a damaged one is removed (and redone)."""
@@ -214,39 +213,17 @@ class Checkpoint:
 
     def commit(self, index: int, start: int, stop: int, data: AugmentedData, dropped: dict) -> None:
         batch = {"index": index, "start": start, "stop": stop, "dropped": dropped, "digest": self.digest}
-        write_file(self._batch_path(index), header_of(data, attributes={"batch": batch}), [data], overwrite=True,
-                   sync_folder=False)  # a batch lost with its folder entry in a power cut is simply redone
+        save_file(data, batch_path(self.path, index), overwrite=True, attributes={"batch": batch},
+                  sync_folder=False)  # a batch lost with its folder entry in a power cut is simply redone
 
     def assemble(self, dropped: dict) -> None:
         """Copy every batch, in order, into the output file (atomically), then remove the folder."""
-        paths = [self._batch_path(index) for index in range(self.n_batches)]
+        paths = [batch_path(self.path, index) for index in range(self.n_batches)]
         headers = [read_header(path) for path in paths]
         first = headers[0]
         header = Header(self.path, sum(h.n for h in headers), first.parameter_names, first.simulator_name,
                         first.shapes, {"simulation": self.settings, "dropped_rows": dropped})
-        write_file(self.path, header, (read_rows(part) for part in headers), overwrite=True)
+        # batches were checked when committed (or re-read on resume): copied as stored
+        parts = (read_ranges(part, [(0, part.n)], list(part.shapes)) for part in headers)
+        write_file(self.path, header, parts, overwrite=True)
         shutil.rmtree(self.folder)
-
-
-def unfinished_hint(path) -> str:
-    """A note on an unfinished run writing ``path``, for 'no such file' errors ('' where there is none)."""
-    folder = parts_folder(path)
-    if not os.path.isfile(os.path.join(folder, RUN_FILE)):
-        return ""
-    count = sum(1 for name in os.listdir(folder) if BATCH_FILE.fullmatch(name))
-    return (f" (a sluice.simulate run writing it is unfinished: {count} batches are committed in {folder}; run the "
-            "same call again to finish it, or read them with AugmentedData.open(path, partial=True))")
-
-
-def open_data(path, partial: bool = False, **options) -> OnDiskData:
-    """``AugmentedData.open``: the file, or with ``partial`` the committed batches of an unfinished run."""
-    path = os.fspath(path)
-    if os.path.exists(path) or not partial:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such data file: {path}{unfinished_hint(path)}")
-        return OnDiskData.open(path, **options)
-    folder = parts_folder(path)
-    names = sorted(name for name in os.listdir(folder) if BATCH_FILE.fullmatch(name)) if os.path.isdir(folder) else []
-    if not names:
-        raise FileNotFoundError(f"no such data file: {path}, and no committed batches of a run writing it")
-    return OnDiskData([read_header(os.path.join(folder, name)) for name in names], **options)

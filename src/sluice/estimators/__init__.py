@@ -1,4 +1,4 @@
-"""Estimators of the likelihood ratio, the score and the likelihood (REFERENCE.md §2)."""
+"""Estimators of the likelihood ratio, the score, the likelihood and the posterior (docs/theory.md)."""
 
 from .base import Estimator, load
 from .ensemble import Ensemble

@@ -10,23 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.augmented import AugmentedData
-from ..data.file_view import OnDiskData
+from ..data.augmented import AugmentedData, OnDiskData
+from ..seeding import seeded_global_generator, spawn_seeds
 from ..simulators.base import as_theta_batch
+from .score_term import SCORE_FIELDS
 from .training import BlockRows, train
 
 REGISTRY: dict[str, type] = {}
 EVALUATION_CHUNK = 65_536  # rows per forward pass when predicting
-
-
-def warn_unused(estimator, reason: str, *names: str) -> None:
-    """Warn that the constructor arguments ``names``, where set away from their defaults, do nothing in this
-    estimator (the defaults are read from the signature of ``type(estimator).__init__``)."""
-    parameters = inspect.signature(type(estimator).__init__).parameters
-    changed = [f"{name}={getattr(estimator, name)!r}" for name in names
-               if getattr(estimator, name) != parameters[name].default]
-    if changed:
-        warnings.warn(f"{type(estimator).__name__} ignores {', '.join(changed)}: {reason}", UserWarning, stacklevel=3)
+# the spawn key of fit's seeds: two entries, so it never meets sluice.simulate's batch keys (index,)
+FIT_STREAM = (0x666974, 0)  # "fit"
 
 
 def default_epochs(n_train: int, batch_size: int, steps: int = 6000) -> int:
@@ -35,35 +28,43 @@ def default_epochs(n_train: int, batch_size: int, steps: int = 6000) -> int:
     return int(min(2000, max(20, math.ceil(steps / per_epoch))))
 
 
-@dataclass
-class ScoreTarget:
-    """How joint-score targets enter a loss: clipped to ±``bound`` and weighted per component by ``weight``."""
-
-    bound: torch.Tensor | None
-    weight: torch.Tensor
-
-    @classmethod
-    def from_training(cls, t_xz: torch.Tensor, theta_std: torch.Tensor, scale_free: bool,
-                      clip_score: float | None) -> ScoreTarget:
-        """Weights 1/Var(t_j) (scale free) or σ_θj² (standardised θ units); bound ``clip_score``·std(t_j)."""
-        spread = (t_xz.std(dim=0) if t_xz.shape[0] > 1 else torch.ones(t_xz.shape[1])).clamp_min(1e-12)
-        return cls(None if clip_score is None else clip_score * spread,
-                   1.0 / spread**2 if scale_free else theta_std.detach() ** 2)
-
-    def clip(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.bound is None else torch.clamp(t, -self.bound, self.bound)
-
-
 class Estimator:
-    """Common machinery. Subclasses set ``requires`` (the data fields they train on) and implement
+    """What every estimator shares: hyperparameters in ``__init__``, learning in ``fit`` (one training loop,
+    ``training.train``), predictions, ``save`` and ``sluice.load``.
 
-    - ``_describe(data) -> dict``: what is needed to rebuild the network (sizes, standardisation statistics);
-    - ``_make_model(info) -> nn.Module``;
-    - ``_tensors(data) -> dict``: the training tensors;
-    - ``_loss(batch) -> scalar``.
+    Arguments every estimator takes (keywords):
+
+    - ``hidden`` ((64, 64)): widths of the hidden layers; ``activation`` ("silu"; smooth, since score terms
+      train θ-gradients);
+    - ``learning_rate`` (1e-3), ``batch_size`` (128), ``epochs`` (None: about 6000 optimiser steps, between
+      20 and 2000 epochs), ``patience`` (None: max(20, epochs/10) epochs without a better validation loss
+      before stopping early; the best weights are kept), ``clip_grad_norm`` (10);
+    - ``threads`` (1: small networks train faster on one thread), ``device`` ("cpu", "cuda", "cuda:1", "mps").
+
+    Subclasses set ``needs`` (the data fields their main loss reads; ``uses_score`` adds the joint scores) and
+    implement ``_describe(data) -> dict`` (what rebuilds the network: sizes, standardisation statistics),
+    ``_make_model(info) -> nn.Module``, ``_tensors(data) -> dict`` (the training tensors) and
+    ``_loss(batch) -> scalar``.
+
+    >>> import os, tempfile, sluice, torch
+    >>> simulator = sluice.simulators.GaltonBoard()                   # x [n, 1], the nail, θ [n, 1]
+    >>> data = sluice.simulate(simulator, simulator.default_prior(), n=1000, seed=0)
+    >>> estimator = sluice.estimators.ALICES().fit(data, epochs=2, seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "alices.pt")
+    >>> estimator.save(path)
+    >>> again = sluice.load(path)
+    >>> theta0, theta1 = torch.tensor([-0.8]), torch.tensor([-0.6])
+    >>> torch.equal(again.log_ratio(data.x[:5], theta0, theta1), estimator.log_ratio(data.x[:5], theta0, theta1))
+    True
     """
 
-    requires: tuple[str, ...] = ("theta0", "theta1", "y", "x")
+    needs: tuple[str, ...] = ("theta0", "theta1", "y", "x")
+    uses_score: bool = False
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The data fields ``fit`` reads."""
+        return tuple(self.needs) + (SCORE_FIELDS if self.uses_score else ())
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -107,6 +108,10 @@ class Estimator:
             validation_fraction: float = 0.2, seed: int = 0, progress: bool | None = None):
         """Train on ``data`` (a validation part of ``validation_fraction`` is held out first); returns self.
 
+        ``seed`` fixes everything random in the fit through independent streams spawned from it (``FitSeeds``:
+        the split, the statistics sample of on-disk data, the initialisation, the batch order); the caller's
+        random state is left as it was.
+
         Training runs on ``self.device`` ("cpu", "cuda", "cuda:1", …): the network and, for data in memory, the
         training tensors are moved there once; the fitted network is then moved back, so predictions, saving and
         later steps (SALLY's density) run on the CPU wherever it was trained.
@@ -120,15 +125,18 @@ class Estimator:
         device = training_device(self.device, type(self).__name__)
         batch_size = int(batch_size or self.batch_size)
         previous_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)  # small networks train faster on one thread (DESIGN.md)
+        torch.set_num_threads(self.threads)  # small networks train faster on one thread (docs/design.md)
         on_disk = isinstance(data, OnDiskData)
+        seeds = FitSeeds.spawn(seed)
         try:
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)
-                training, validation = data.split(validation_fraction, seed) if validation_fraction else (data, None)
+            # the network's initialisation (and any other draw from torch's global generator) is seeded, in a
+            # fork that leaves the caller's random state as it was
+            with seeded_global_generator(seeds.initialisation):
+                training, validation = data.split(validation_fraction, seeds.split) if validation_fraction \
+                    else (data, None)
                 # on-disk data: the statistics (standardisation, Var(t), a discrete support) come from a bounded
                 # sample of blocks (OnDiskData.statistics_sample), and the rows are read block by block
-                statistics = training.statistics_sample(seed) if on_disk else training
+                statistics = training.statistics_sample(seeds.statistics) if on_disk else training
                 self.parameter_names_ = data.parameter_names
                 self.info_ = self._describe(statistics)
                 self.model_ = self._make_model(self.info_)
@@ -143,7 +151,7 @@ class Estimator:
                     self.history_ = train(
                         self.model_, self._loss, rows, held_out,
                         epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=patience,
-                        clip_grad_norm=self.clip_grad_norm, seed=seed, progress=progress,
+                        clip_grad_norm=self.clip_grad_norm, seed=seeds.batches, progress=progress,
                         description=f"training {type(self).__name__}", device=device)
                 finally:
                     self.model_.cpu()
@@ -190,7 +198,9 @@ class Estimator:
 
     @classmethod
     def _from_state(cls, state: dict):
-        estimator = cls(**state["params"])
+        with warnings.catch_warnings():  # the saved arguments were warned about when the model was made
+            warnings.simplefilter("ignore", UserWarning)
+            estimator = cls(**state["params"])
         estimator.parameter_names_ = tuple(state["parameter_names"])
         estimator.info_ = state["info"]
         estimator.model_ = estimator._make_model(state["info"])
@@ -201,6 +211,21 @@ class Estimator:
 
     def _restore(self, state: dict) -> None:
         """Hook: restore what ``_state`` added beyond the network."""
+
+
+@dataclass(frozen=True)
+class FitSeeds:
+    """Independent seeds for the random parts of one fit, spawned from ``fit(seed=...)``: the train/validation
+    split, the sample of on-disk rows for the statistics, the network's initialisation, and the batch order."""
+
+    split: int
+    statistics: int
+    initialisation: int
+    batches: int
+
+    @classmethod
+    def spawn(cls, seed: int) -> FitSeeds:
+        return cls(*spawn_seeds(seed, FIT_STREAM, count=4))
 
 
 def training_device(name: str, owner: str) -> torch.device:

@@ -76,7 +76,7 @@ class ImageEncoder(nn.Module):
 
 class ConvPotential(nn.Module):
     """g(x, θ) = MLP([encoder((x − m)/s), standardised θ]) for images x [n, H, W] or [n, C, H, W]; ratio models
-    use log r̂(x|θ0,θ1) = g(x,θ0) − g(x,θ1), exactly as with ``sluice.nets.Potential``.
+    use log r̂(x|θ0,θ1) = g(x,θ0) − g(x,θ1), exactly as with ``networks.Potential``.
 
     θ joins after the convolutions, so the encoder runs once per image whatever the number of θ: ``pair``
     gives g at two θ from one encoding (training) and ``table`` g on a grid of θ (scans). Pixels are

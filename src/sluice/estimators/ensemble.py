@@ -10,12 +10,18 @@ from .base import REGISTRY, save_state
 
 
 class Ensemble:
-    """Averages log r̂ (and t̂, log p̂ where every member gives them); the spread is their standard deviation.
+    """Several estimators averaged: log r̂ = mean_k log r̂_k (and t̂, log p̂ where every member gives them), with
+    the members' standard deviation as an uncertainty (Lakshminarayanan et al., arXiv:1612.01474).
 
-    Example::
+    ``estimators``: the members, unfitted; ``fit`` trains member k with seed ``seed + k``.
 
-        ensemble = Ensemble([ALICES() for _ in range(5)]).fit(data)     # member k trains with seed k
-        mean, spread = ensemble.log_ratio_with_uncertainty(x, theta0, theta1)
+    >>> import sluice, torch
+    >>> simulator = sluice.simulators.GaussianMixture()
+    >>> data = sluice.simulate(simulator, simulator.default_prior(), n=1000, seed=0)
+    >>> ensemble = sluice.estimators.Ensemble([sluice.estimators.ALICES() for _ in range(3)]).fit(data, epochs=2)
+    >>> mean, spread = ensemble.log_ratio_with_uncertainty(data.x[:5], torch.tensor([0.2, -0.1]), torch.zeros(2))
+    >>> mean.shape, bool((spread > 0).all())
+    (torch.Size([5]), True)
     """
 
     def __init__(self, estimators):

@@ -10,37 +10,55 @@ import torch
 
 from ..data.augmented import AugmentedData
 from . import losses
-from .base import Estimator, PotentialPredictions, ScoreTarget, warn_unused
+from .base import Estimator, PotentialPredictions
 from .networks import CategoricalLikelihood, FlowLikelihood, Standardize, looks_discrete
+from .score_term import ScoreTerm, ScoreTermOptions
 
 
-def density_loss(model, x: torch.Tensor, theta: torch.Tensor, score_target: torch.Tensor | None, alpha: float,
-                 weight: torch.Tensor | None) -> torch.Tensor:
-    """−mean log m(x, θ) for a density model m (p̂(x|θ) or q̂(θ|x)), plus α Σ_j w_j (∂θ_j log m − target_j)²
-    where a ``score_target`` is given (SCANDAL: the joint score; AugmentedNPE: the posterior-score target)."""
-    theta = theta.clone().requires_grad_(score_target is not None)
+def density_loss(model, x: torch.Tensor, theta: torch.Tensor, score_term: ScoreTerm | None = None,
+                 score_target: torch.Tensor | None = None) -> torch.Tensor:
+    """−mean log m(x, θ) for a density model m (p̂(x|θ) or q̂(θ|x)), plus the ``score_term`` on ∇θ log m where it
+    is given (SCANDAL: against the joint score; AugmentedNPE: against the posterior-score target)."""
+    theta = theta.clone().requires_grad_(score_term is not None)
     with torch.enable_grad():
         log_density = model(x, theta)
         loss = losses.negative_log_likelihood(log_density)
-        if score_target is not None:
+        if score_term is not None:
             (score,) = torch.autograd.grad(log_density.sum(), theta, create_graph=True)
-            loss = loss + alpha * losses.score_loss(score, score_target, weight=weight)
+            loss = loss + score_term(score, score_target)
     return loss
 
 
-class NDE(PotentialPredictions, Estimator):
-    """Neural density estimation: minimise −log p̂(x|θ) over (x, θ) pairs, θ the parameter that made x.
+class NDE(ScoreTermOptions, PotentialPredictions, Estimator):
+    """Neural density estimation, black box: a conditional density p̂(x|θ) fitted by maximum likelihood,
 
-    ``density``: "auto" (categorical for integer-valued x with few distinct values, a flow otherwise),
-    "flow" or "categorical". ``flow``: "nsf+maf" (the default: one spline transform on x, then affine
-    autoregressive ones), "maf" or "nsf"; ``transforms``: how many in all. Why the hybrid: zuko's splines are
-    the identity outside ±5 standardised units, so a pure NSF's tails stop following p(x|θ) where its width
-    changes with θ; a pure MAF extrapolates its θ- and x-dependent scales and sometimes overshoots in the tails
-    by far; the spline shapes the bulk and the affine layers carry the θ-dependent location and scale
-    (docs/methods/nde.md has the measurements).
+        L = −E[log p̂(x | θ)]   over pairs (x, θ), θ the parameter that made x,
+
+    minimised by p̂ = p(x|θ). Then log r̂(x|θ0,θ1) = log p̂(x|θ0) − log p̂(x|θ1) and t̂(x|θ) = ∇θ log p̂(x|θ).
+
+    Arguments (x [n, d], θ [n, p]):
+
+    - ``density``: "auto" (categorical for integer-valued x with few distinct values, a flow otherwise),
+      "flow" or "categorical".
+    - ``flow``: "nsf+maf" (the default: one spline transform on x, then affine autoregressive ones), "maf" or
+      "nsf"; ``transforms`` (3): how many in all. Why the hybrid: zuko's splines are the identity outside ±5
+      standardised units, so a pure NSF's tails stop following p(x|θ) where its width changes with θ; a pure
+      MAF extrapolates its θ- and x-dependent scales and sometimes overshoots in the tails by far; the spline
+      shapes the bulk and the affine layers carry the θ-dependent location and scale (docs/methods/nde.md).
+    - ``activation`` ("elu": the θ-gradients of the flow must be smooth), ``batch_size`` (256), ``hidden``,
+      ``learning_rate``, ``epochs``, ``patience``, ``threads``, ``device``: the network and training
+      (``Estimator``). ``alpha``, ``scale_free``, ``clip_score`` belong to SCANDAL; NDE ignores them with a
+      warning.
+
+    >>> import sluice, torch
+    >>> simulator = sluice.simulators.GaussianMixture()               # x [n, 2], θ = (a, b)
+    >>> data = sluice.simulate(simulator, simulator.default_prior(), n=1000, seed=0)
+    >>> nde = sluice.estimators.NDE().fit(data, epochs=2)
+    >>> nde.log_likelihood(data.x[:5], theta=torch.tensor([0.2, -0.1])).shape     # log p̂(x | θ), [n]
+    torch.Size([5])
     """
 
-    uses_score = False
+    no_score_reason = "it has no score term (SCANDAL has)"
 
     def __init__(self, density: str = "auto", flow: str = "nsf+maf", transforms: int = 3, alpha: float = 1.0,
                  scale_free: bool = True, clip_score: float | None = 50.0, activation: str = "elu",
@@ -51,15 +69,7 @@ class NDE(PotentialPredictions, Estimator):
         self.density = density
         self.flow = flow
         self.transforms = transforms
-        self.alpha = alpha
-        self.scale_free = scale_free
-        self.clip_score = clip_score
-        if not self.uses_score:
-            warn_unused(self, "it has no score term (SCANDAL has)", "alpha", "scale_free", "clip_score")
-
-    @property
-    def requires(self):
-        return ("theta0", "theta1", "y", "x") + (("t_xz0", "t_xz1") if self.uses_score else ())
+        self._init_score_term(alpha, scale_free, clip_score)
 
     def _describe(self, data: AugmentedData) -> dict:
         discrete = looks_discrete(data.x) if self.density == "auto" else self.density == "categorical"
@@ -79,21 +89,11 @@ class NDE(PotentialPredictions, Estimator):
         x_scale = Standardize(info["x"]["mean"], info["x"]["std"])
         return FlowLikelihood(x_scale, theta_scale, self.hidden, self.activation, self.transforms, self.flow)
 
-    def _prepare(self, training: AugmentedData) -> None:
-        if self.uses_score:
-            self._target = ScoreTarget.from_training(training.t_xz, self.model_.theta_scale.std, self.scale_free,
-                                                     self.clip_score)
-
-    def _tensors(self, data: AugmentedData) -> dict:
-        tensors = {"x": data.x, "theta": data.theta}
-        if self.uses_score:
-            tensors["t_xz"] = self._target.clip(data.t_xz)
-        return tensors
+    def _main_tensors(self, data: AugmentedData) -> dict:
+        return {"x": data.x, "theta": data.theta}
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        target = batch["t_xz"] if self.uses_score else None
-        return density_loss(self.model_, batch["x"], batch["theta"], target, self.alpha,
-                            self._target.weight if self.uses_score else None)
+        return density_loss(self.model_, batch["x"], batch["theta"], self.score_term_, batch.get("score_target"))
 
     # --- predictions ----------------------------------------------------------------------------------------
     def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
@@ -121,6 +121,21 @@ class NDE(PotentialPredictions, Estimator):
 
 
 class SCANDAL(NDE):
-    """NDE plus α Σ (∇θ log p̂(x|θ) − t(x,z|θ))², the joint score at the θ that made x."""
+    """NDE plus the joint-score term (Brehmer et al., arXiv:1805.12244):
+
+        L = −E[log p̂(x|θ)] + α E[Σ_j w_j (∂θ_j log p̂(x|θ) − t_j(x,z|θ))²],
+
+    at the θ that made x; E[t(x,z|θ) | x, θ] = ∇θ log p(x|θ), so the true density minimises both terms.
+    ``alpha`` (1.0) weighs the term; ``scale_free`` (True): w_j = 1/Var(t_j), else σ_θj²; ``clip_score`` (50)
+    clips t_j to ±50 standard deviations (``score_term.ScoreTerm``). Other arguments as in NDE.
+
+    >>> import sluice, torch
+    >>> simulator = sluice.simulators.GaussianMixture()
+    >>> data = sluice.simulate(simulator, simulator.default_prior(), n=1000, seed=0)
+    >>> scandal = sluice.estimators.SCANDAL(alpha=1.0).fit(data, epochs=2)
+    >>> theta = torch.tensor([0.2, -0.1])
+    >>> scandal.log_likelihood(data.x[:5], theta).shape, scandal.score(data.x[:5], theta).shape
+    (torch.Size([5]), torch.Size([5, 2]))
+    """
 
     uses_score = True

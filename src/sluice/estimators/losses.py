@@ -1,4 +1,4 @@
-"""Every loss term of the estimator family as a pure function of tensors (REFERENCE.md §2).
+"""Every loss term of the estimator family as a pure function of tensors (docs/theory.md).
 
 Conventions: y = 0 where x was drawn at θ0 and y = 1 at θ1; predictions are log r̂(x|θ0,θ1) [n];
 ŝ = 1/(1 + r̂) = σ(−log r̂) is the classifier's probability that x came from θ1. Each function returns

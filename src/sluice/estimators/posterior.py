@@ -13,15 +13,11 @@ The posterior is for one observation x (a single simulator output), as in the sb
 iid events use a likelihood or ratio estimator, or ``log_ratio`` here summed over events (through the
 inference layer), which divides out the prior per event.
 
-Example::
-
-    prior = sluice.priors.BoxUniform([-1.0, -1.0], [1.0, 1.0])
-    data = sluice.simulate(sluice.simulators.GaussianMixture(), prior, 2000, seed=0)
-    npe = AugmentedNPE().fit(data, prior=prior)
-    samples = npe.sample(data.x[0], 1000)          # [1000, 2] draws of θ | x
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 from torch.distributions import Distribution
@@ -29,9 +25,10 @@ from torch.distributions import Distribution
 from ..data.augmented import AugmentedData
 from ..seeding import seeded_global_generator
 from ..simulators.priors import BoxUniform
-from .base import Estimator, PotentialPredictions, ScoreTarget
+from .base import Estimator, PotentialPredictions
 from .likelihood import density_loss
 from .networks import FlowLikelihood, Standardize
+from .score_term import ScoreTermOptions
 
 __all__ = ["NPE", "AugmentedNPE", "prior_score", "posterior_score_target"]
 
@@ -69,29 +66,38 @@ class FlowPosterior(torch.nn.Module):
         return standard * self.theta_scale.std + self.theta_scale.mean
 
 
-class NPE(Estimator):
-    """Neural posterior estimation: minimise −log q(θ|x) over (θ, x) ~ π(θ) p(x|θ) (black box: x, θ).
+class NPE(ScoreTermOptions, Estimator):
+    """Neural posterior estimation, black box (Papamakarios & Murray, arXiv:1605.06376; Greenberg et al. 2019):
 
-    ``fit(data, prior=...)`` takes the prior the θ were drawn from: a BoxUniform's box truncates the samples
-    (rejection of the mass the flow puts outside it) and is saved with the model; the prior's score enters the
-    target of AugmentedNPE and its density enters ``log_ratio``. ``prior=None`` means a flat prior on R^p.
-    ``flow``: "nsf" or "maf"; ``transforms``: the number of its transforms.
+        L = −E[log q̂(θ | x)]   over (θ, x) ~ π(θ) p(x|θ),
+
+    minimised by q̂ = p(θ|x). ``fit(data, prior=...)`` takes the prior the θ were drawn from: a BoxUniform's box
+    truncates the samples (rejection of the mass the flow puts outside it) and is saved with the model; the
+    prior's score enters the target of AugmentedNPE and its density enters ``log_ratio``. ``prior=None`` means a
+    flat prior on R^p.
+
+    Arguments (x [n, d], θ [n, p]): ``flow`` ("nsf" or "maf") and ``transforms`` (3), the conditional flow on θ
+    with x as context; ``activation`` ("elu"), ``batch_size`` (256) and the training arguments of
+    ``Estimator``. ``alpha``, ``scale_free``, ``clip_score`` belong to AugmentedNPE; NPE ignores them with a
+    warning.
+
+    >>> import sluice, torch
+    >>> simulator = sluice.simulators.GaussianMixture()               # x [n, 2], θ = (a, b)
+    >>> prior = simulator.default_prior()
+    >>> data = sluice.simulate(simulator, prior, n=1000, seed=0)
+    >>> npe = sluice.estimators.NPE().fit(data, epochs=2, prior=prior)
+    >>> npe.sample(data.x[0], 100, seed=0).shape                      # θ ~ q̂(θ | x), [n, p]
+    torch.Size([100, 2])
     """
 
-    uses_score = False
+    no_score_reason = "it has no score term (AugmentedNPE has)"
 
     def __init__(self, flow: str = "nsf", transforms: int = 3, alpha: float = 1.0, scale_free: bool = True,
                  clip_score: float | None = 50.0, activation: str = "elu", batch_size: int = 256, **common):
         super().__init__(activation=activation, batch_size=batch_size, **common)
         self.flow = flow
         self.transforms = transforms
-        self.alpha = alpha
-        self.scale_free = scale_free
-        self.clip_score = clip_score
-
-    @property
-    def requires(self):
-        return ("theta0", "theta1", "y", "x") + (("t_xz0", "t_xz1") if self.uses_score else ())
+        self._init_score_term(alpha, scale_free, clip_score)
 
     def fit(self, data: AugmentedData, epochs: int | None = None, batch_size: int | None = None,
             validation_fraction: float = 0.2, seed: int = 0, progress: bool | None = None,
@@ -116,22 +122,15 @@ class NPE(Estimator):
         theta_scale, x_scale = (Standardize(info[k]["mean"], info[k]["std"]) for k in ("theta", "x"))
         return FlowPosterior(theta_scale, x_scale, self.hidden, self.activation, self.transforms, self.flow)
 
-    def _prepare(self, training: AugmentedData) -> None:
-        if self.uses_score:
-            target = posterior_score_target(training.t_xz, training.theta, self.prior_)
-            self._target = ScoreTarget.from_training(target, self.model_.theta_scale.std, self.scale_free,
-                                                     self.clip_score)
+    def _score_shift(self):
+        """The posterior-score target adds the prior's score: t(x,z|θ) + ∇θ log π(θ)."""
+        return partial(prior_score, self.prior_)
 
-    def _tensors(self, data: AugmentedData) -> dict:
-        tensors = {"x": data.x, "theta": data.theta}
-        if self.uses_score:
-            tensors["target"] = self._target.clip(posterior_score_target(data.t_xz, tensors["theta"], self.prior_))
-        return tensors
+    def _main_tensors(self, data: AugmentedData) -> dict:
+        return {"x": data.x, "theta": data.theta}
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        target = batch["target"] if self.uses_score else None
-        return density_loss(self.model_, batch["x"], batch["theta"], target, self.alpha,
-                            self._target.weight if self.uses_score else None)
+        return density_loss(self.model_, batch["x"], batch["theta"], self.score_term_, batch.get("score_target"))
 
     def _restore(self, state: dict) -> None:
         self.prior_ = None
@@ -200,6 +199,24 @@ class NPE(Estimator):
 
 
 class AugmentedNPE(NPE):
-    """NPE plus α Σ_j w_j (∇θ_j log q̂(θ|x) − t_j(x,z|θ) − ∂_j log π(θ))², the score of the posterior."""
+    """NPE plus the score of the posterior (module notes):
+
+        L = −E[log q̂(θ|x)] + α E[Σ_j w_j (∂θ_j log q̂(θ|x) − t_j(x,z|θ) − ∂θ_j log π(θ))²],
+
+    minimised by q̂ = p(θ|x), since E[t(x,z|θ) | x, θ] + ∇θ log π(θ) = ∇θ log p(θ|x). ``alpha`` (1.0),
+    ``scale_free`` (True: w_j = 1/Var(target_j)) and ``clip_score`` (50 standard deviations) set the score term
+    (``score_term.ScoreTerm``); other arguments as in NPE. Fit on data from ``sluice.simulate`` without a
+    reference point, passing the prior the θ were drawn from.
+
+    >>> import sluice, torch
+    >>> simulator = sluice.simulators.GaussianMixture()               # x [n, 2], θ = (a, b)
+    >>> prior = simulator.default_prior()
+    >>> data = sluice.simulate(simulator, prior, n=1000, seed=0)
+    >>> posterior = sluice.estimators.AugmentedNPE(alpha=1.0).fit(data, epochs=2, prior=prior)
+    >>> posterior.sample(data.x[0], 100, seed=0).shape                # θ ~ q̂(θ | x), [n, p]
+    torch.Size([100, 2])
+    >>> posterior.log_prob(torch.tensor([0.2, -0.1]), data.x[0]).shape  # log q̂(θ | x), [n]
+    torch.Size([1])
+    """
 
     uses_score = True

@@ -20,22 +20,40 @@ import torch
 
 from ..data.augmented import AugmentedData
 from . import losses
-from .base import Estimator, ScoreTarget
+from .base import Estimator
 from .likelihood import NDE
 from .networks import FlowLikelihood, ScoreNet, Standardize, looks_discrete
+from .score_term import ScoreTerm
 
 REFERENCE_SAMPLE = 20_000  # summaries of reference runs kept for the tilt
 
 
 class SALLY(Estimator):
-    """Score regression at θ_ref on the runs made there: ‖t(x,z|θ_ref) − t̂(x)‖², then a density in t̂-space.
+    """Score regression at a reference point θ_ref (Brehmer et al., arXiv:1805.00013), then a density of t̂(x):
 
-    ``theta_ref``: the reference point; by default the θ1 that every row shares (``simulate(...,
-    reference=θ_ref)``) or the θ of purely local data (``prior=sluice.priors.Point(θ_ref)``).
-    ``density``: "auto" (conditional where the data allow it, see the module notes), "local" or "conditional".
+        L = E[Σ_j w_j (t̂_j(x) − t_j(x,z|θ_ref))²]   over the runs made at θ_ref,   w_j = 1/Var(t_j),
+
+    minimised by t̂(x) = E[t(x,z|θ_ref) | x] = ∇θ log p(x|θ_ref), the locally sufficient statistic. log r̂ then
+    comes from the density of t̂(x) (module notes): local, exact near θ_ref and biased far from it.
+
+    Arguments: ``theta_ref`` [p] (default: the θ1 that every row shares, from ``simulate(...,
+    reference=θ_ref)``, or the θ of purely local data from ``prior=sluice.priors.Point(θ_ref)``); ``density``:
+    "auto" (conditional where the data allow it, see the module notes), "local" or "conditional"; the network
+    and training arguments of ``Estimator`` (``hidden``, ``activation``, ``learning_rate``, ``batch_size``,
+    ``epochs``, ``patience``, ``threads``, ``device``).
+
+    >>> import sluice, torch
+    >>> simulator = sluice.simulators.GaussianMixture()               # x [n, 2], θ = (a, b)
+    >>> theta_ref = torch.tensor([0.0, 0.0])
+    >>> data = sluice.simulate(simulator, simulator.default_prior(), n=1000, reference=theta_ref, seed=0)
+    >>> sally = sluice.estimators.SALLY().fit(data, epochs=2)
+    >>> sally.score(data.x[:5]).shape                                 # t̂(x) at θ_ref, [n, p]
+    torch.Size([5, 2])
+    >>> sally.log_ratio(data.x[:5], torch.tensor([0.1, 0.0]), theta_ref).shape
+    torch.Size([5])
     """
 
-    requires = ("theta0", "theta1", "y", "x", "t_xz0", "t_xz1")
+    needs = ("theta0", "theta1", "y", "x", "t_xz0", "t_xz1")
 
     def __init__(self, theta_ref=None, density: str = "auto", **common):
         super().__init__(**common)
@@ -78,13 +96,14 @@ class SALLY(Estimator):
                         self.activation)
 
     def _prepare(self, training: AugmentedData) -> None:
-        self._target = ScoreTarget.from_training(training.t_xz, self.model_.theta_std, True, None)
+        # the regression is the score term alone: α = 1, weights 1/Var(t_j), no clipping
+        self.score_term_ = ScoreTerm(alpha=1.0, scale_free=True, clip=None).fit(training, self.model_.theta_std)
 
     def _tensors(self, data: AugmentedData) -> dict:
-        return {"x": data.x, "t_xz": data.t_xz}
+        return {"x": data.x, "score_target": self.score_term_.clipped_targets(data)}
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        return losses.score_loss(self.model_(batch["x"]), batch["t_xz"], weight=self._target.weight)
+        return self.score_term_(self.model_(batch["x"]), batch["score_target"])
 
     # --- the density in summary space ------------------------------------------------------------------------
     def _uses_conditional_density(self, data: AugmentedData) -> bool:
@@ -159,10 +178,19 @@ class SALLY(Estimator):
 
 
 class SALLINO(SALLY):
-    """SALLY's network, then per θ the 1-D density of h_θ(x) = t̂(x)·(θ − θ_ref) (module notes):
+    """SALLY's score regression (the same loss and arguments), then per θ the 1-D density of the statistic
+    h_θ(x) = t̂(x)·(θ − θ_ref) (module notes):
 
         log r̂(x|θ, θ_ref) = log p̂(h_θ(x) | θ) − log p̂(h_θ(x) | θ_ref),
         log r̂(x|θ0, θ1)   = log r̂(x|θ0, θ_ref) − log r̂(x|θ1, θ_ref).
+
+    >>> import sluice, torch
+    >>> simulator = sluice.simulators.GaussianMixture()
+    >>> theta_ref = torch.tensor([0.0, 0.0])
+    >>> data = sluice.simulate(simulator, simulator.default_prior(), n=1000, reference=theta_ref, seed=0)
+    >>> sallino = sluice.estimators.SALLINO().fit(data, epochs=2)
+    >>> sallino.log_ratio(data.x[:5], torch.tensor([0.1, 0.0]), theta_ref).shape
+    torch.Size([5])
     """
 
     def _fit_density(self, data: AugmentedData):
@@ -185,8 +213,6 @@ class SALLINO(SALLY):
 
 class StatisticDensity(Estimator):
     """The conditional 1-D density p̂(h | θ, θ') of h = t̂(x)·(θ − θ_ref) for runs made at θ' (a flow)."""
-
-    requires = ("theta0", "theta1", "y", "x")
 
     def __init__(self, theta_ref=None, activation: str = "elu", batch_size: int = 256, **common):
         super().__init__(activation=activation, batch_size=batch_size, **common)

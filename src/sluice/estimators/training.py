@@ -61,7 +61,7 @@ class TensorRows:
 
 
 class BlockRows:
-    """Rows of on-disk data (``sluice.ondisk.OnDiskData``) read a few blocks at a time (module notes).
+    """Rows of on-disk data (``sluice.data.OnDiskData``) read a few blocks at a time (module notes).
 
     ``to_tensors(data) -> dict`` turns the AugmentedData of the blocks held into training tensors (an
     estimator's ``_tensors``). ``most_rows_held`` records the most rows it ever held at once."""

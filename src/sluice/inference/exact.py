@@ -26,12 +26,12 @@ class ExactLikelihood:
     def log_likelihood(self, x, theta) -> torch.Tensor:
         x, theta = self._inputs(x, theta)
         with torch.no_grad():
-            return self.simulator.log_likelihood(theta, x).to(torch.float32)
+            return self.simulator.log_likelihood(x, theta).to(torch.float32)
 
     def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
         x, theta0, theta1 = self._inputs(x, theta0, theta1)
         with torch.no_grad():
-            log_p0, log_p1 = self.simulator.log_likelihood(theta0, x), self.simulator.log_likelihood(theta1, x)
+            log_p0, log_p1 = self.simulator.log_likelihood(x, theta0), self.simulator.log_likelihood(x, theta1)
             return (log_p0 - log_p1).to(torch.float32)
 
     def log_ratio_table(self, x, thetas: torch.Tensor, theta_ref: torch.Tensor) -> torch.Tensor | None:
@@ -52,7 +52,7 @@ class ExactLikelihood:
         x, theta = self._inputs(x, theta)
         theta = theta.clone().requires_grad_(True)
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.simulator.log_likelihood(theta, x).sum(), theta)
+            (grad,) = torch.autograd.grad(self.simulator.log_likelihood(x, theta).sum(), theta)
         return grad.to(torch.float32)
 
     def __repr__(self) -> str:

@@ -138,8 +138,8 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
 
     def rescoring():
         theta, x, z = runs[0]
-        first = simulator.joint_log_prob(theta, x, z).detach()
-        second = simulator.joint_log_prob(theta, x, z).detach()
+        first = simulator.joint_log_prob(x, z, theta).detach()
+        second = simulator.joint_log_prob(x, z, theta).detach()
         if first.shape != (n,):
             return False, f"returned shape {list(first.shape)}, expected [{n}]"
         finite = torch.isfinite(first)
@@ -157,11 +157,11 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
         theta, x, z = runs[0]
         rows = slice(0, min(n, 200))
         sub_z = _rows(z, rows)
-        automatic = autograd_score(simulator, theta[rows], x[rows], sub_z)
+        automatic = autograd_score(simulator, x[rows], sub_z, theta[rows])
         if automatic.score is None:
             return None, f"no autograd ({automatic.reason}): finite differences will be used (2p extra calls per θ)"
         score = automatic.score
-        reference = finite_difference_score(simulator, theta[rows], x[rows], sub_z, step)
+        reference = finite_difference_score(simulator, x[rows], sub_z, theta[rows], step)
         typical = reference.pow(2).mean().sqrt().clamp_min(1e-12)
         worst = float((score - reference).abs().max() / typical)
         return worst < 0.05, f"largest |autograd − finite difference| = {worst:.2g} of the score's rms"
@@ -171,7 +171,7 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
 
     def theta_dependence():
         for theta, x, z in runs:
-            log_prob, score = joint_log_prob_and_score(simulator, theta, x, z, step)
+            log_prob, score = joint_log_prob_and_score(simulator, x, z, theta, step)
             scores.append(score)
         moving = any(bool((score != 0).any()) for score in scores)
         return moving, "the score is non-zero" if moving else "the score is zero for every run"
@@ -189,13 +189,13 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
         run("E[t] = 0", meaning, mean_score)
 
     def information_identity():
-        if autograd_score(simulator, runs[0][0][:2], runs[0][1][:2], _rows(runs[0][2], slice(0, 2))).score is None:
+        if autograd_score(simulator, runs[0][1][:2], _rows(runs[0][2], slice(0, 2)), runs[0][0][:2]).score is None:
             return None, "skipped: needs autograd for ∂t/∂θ"
         worst = 0.0
         for theta, x, z in runs:
             theta_var = theta.clone().requires_grad_(True)
             with torch.enable_grad():
-                (score,) = torch.autograd.grad(simulator.joint_log_prob(theta_var, x, z).sum(), theta_var,
+                (score,) = torch.autograd.grad(simulator.joint_log_prob(x, z, theta_var).sum(), theta_var,
                                                create_graph=True)
                 curvature = []
                 for j in range(score.shape[1]):
@@ -216,7 +216,7 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
         for j, (theta1, x, z) in enumerate(runs):
             theta0 = nearby[j].expand(n, -1).clone()
             with torch.no_grad():
-                log_r = simulator.joint_log_prob(theta0, x, z) - simulator.joint_log_prob(theta1, x, z)
+                log_r = simulator.joint_log_prob(x, z, theta0) - simulator.joint_log_prob(x, z, theta1)
             ratio = log_r.to(torch.float64).exp()
             worst = max(worst, _z_score(ratio[torch.isfinite(ratio)][:, None], 1.0))
         return worst < Z_LIMIT, f"largest |mean r − 1| = {worst:.2f} standard errors at nearby θ0 (limit {Z_LIMIT:g})"

@@ -38,8 +38,8 @@ class JointQuantities:
     t_xz1: torch.Tensor
 
 
-def _checked_log_prob(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z: Latent) -> torch.Tensor:
-    log_prob = simulator.joint_log_prob(theta, x, z)
+def _checked_log_prob(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torch.Tensor) -> torch.Tensor:
+    log_prob = simulator.joint_log_prob(x, z, theta)
     if not isinstance(log_prob, torch.Tensor) or log_prob.shape != (theta.shape[0],):
         shape = list(log_prob.shape) if isinstance(log_prob, torch.Tensor) else type(log_prob).__name__
         raise ValueError(
@@ -48,7 +48,7 @@ def _checked_log_prob(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor
     return log_prob
 
 
-def finite_difference_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z: Latent,
+def finite_difference_score(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torch.Tensor,
                             step: torch.Tensor) -> torch.Tensor:
     """Central differences of ``joint_log_prob`` in float64: ``[n, p]``, with per-parameter ``step`` [p]."""
     base = theta.detach().to(torch.float64)
@@ -57,8 +57,8 @@ def finite_difference_score(simulator: Simulator, theta: torch.Tensor, x: torch.
         shift = torch.zeros_like(base)
         shift[:, j] = float(step[j])
         with torch.no_grad():
-            upper = _checked_log_prob(simulator, base + shift, x, z).to(torch.float64)
-            lower = _checked_log_prob(simulator, base - shift, x, z).to(torch.float64)
+            upper = _checked_log_prob(simulator, x, z, base + shift).to(torch.float64)
+            lower = _checked_log_prob(simulator, x, z, base - shift).to(torch.float64)
         columns.append((upper - lower) / (2.0 * float(step[j])))
     return torch.stack(columns, dim=1).to(torch.float32)
 
@@ -84,14 +84,14 @@ class AutogradScore:
     reason: str = ""
 
 
-def autograd_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z: Latent) -> AutogradScore:
+def autograd_score(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torch.Tensor) -> AutogradScore:
     """The joint log-prob and score by autograd of ``joint_log_prob``, or why that is not available."""
     if not simulator.differentiable:
         return AutogradScore(None, None, "differentiable = False")
     theta_var = theta.detach().clone().requires_grad_(True)
     try:
         with torch.enable_grad():
-            log_prob = _checked_log_prob(simulator, theta_var, x, z)
+            log_prob = _checked_log_prob(simulator, x, z, theta_var)
     except RuntimeError as error:  # e.g. .numpy() on a tensor that requires grad
         return AutogradScore(None, None, f"joint_log_prob failed under autograd ({str(error).splitlines()[0]})")
     if not log_prob.requires_grad:
@@ -100,24 +100,24 @@ def autograd_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z
     return AutogradScore(log_prob.detach().to(torch.float32), score.to(torch.float32))
 
 
-def joint_log_prob_and_score(simulator: Simulator, theta: torch.Tensor, x: torch.Tensor, z: Latent,
+def joint_log_prob_and_score(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torch.Tensor,
                              fd_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(x,z|θ) ``[n]`` and t(x,z|θ) ``[n, p]``; autograd where possible, else finite differences.
 
     ``fd_step`` [p] is the absolute finite-difference step, used only by the fallback.
     """
-    result = autograd_score(simulator, theta, x, z)
+    result = autograd_score(simulator, x, z, theta)
     if result.score is not None:
         return result.log_prob, result.score
     _tell_once(simulator, result.reason)
     with torch.no_grad():
-        log_prob = _checked_log_prob(simulator, theta.detach(), x, z).to(torch.float32)
-    return log_prob, finite_difference_score(simulator, theta, x, z, fd_step)
+        log_prob = _checked_log_prob(simulator, x, z, theta.detach()).to(torch.float32)
+    return log_prob, finite_difference_score(simulator, x, z, theta, fd_step)
 
 
 def mine(simulator: Simulator, x: torch.Tensor, z: Latent, theta0: torch.Tensor, theta1: torch.Tensor,
          fd_step: torch.Tensor) -> JointQuantities:
     """The joint log ratio and both joint scores of the runs (x, z), whichever θ generated them."""
-    log_prob0, t_xz0 = joint_log_prob_and_score(simulator, theta0, x, z, fd_step)
-    log_prob1, t_xz1 = joint_log_prob_and_score(simulator, theta1, x, z, fd_step)
+    log_prob0, t_xz0 = joint_log_prob_and_score(simulator, x, z, theta0, fd_step)
+    log_prob1, t_xz1 = joint_log_prob_and_score(simulator, x, z, theta1, fd_step)
     return JointQuantities(log_r_xz=log_prob0 - log_prob1, t_xz0=t_xz0, t_xz1=t_xz1)

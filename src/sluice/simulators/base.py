@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 
@@ -18,10 +20,15 @@ class Simulator:
     - ``sample(theta, generator=None) -> (x, z)``: ``theta`` is ``[n, p]``; ``x`` is ``[n, d]`` (or
       ``[n, ...]`` for images); ``z`` is a tensor or a dict of tensors, each with leading size n,
       holding every random choice of the run.
-    - ``joint_log_prob(theta, x, z) -> [n]``: log p(x, z | θ), differentiable in θ with z held fixed.
+    - ``joint_log_prob(x, z, theta) -> [n]``: log p(x, z | θ), differentiable in θ with z held fixed.
       Terms that do not depend on θ may be left out; they cancel in log r(x,z|θ0,θ1) and t(x,z|θ).
 
-    and, where it is tractable, ``log_likelihood(theta, x) -> [n]``, the exact log p(x | θ).
+    and, where it is tractable, ``log_likelihood(x, theta) -> [n]``, the exact log p(x | θ).
+
+    Argument order: the value whose density is taken comes first, then what it is conditioned on, as
+    everywhere in sluice (estimators' ``log_likelihood(x, theta)`` too). A subclass whose method still
+    starts with ``theta`` (the old order) is a TypeError when the class is defined, so that
+    an old simulator fails at once instead of scoring x at θ's place.
 
     Set ``differentiable = False`` on a simulator whose ``joint_log_prob`` cannot be differentiated
     (a numpy or compiled core): the joint score then comes from central finite differences.
@@ -36,7 +43,7 @@ class Simulator:
                 x = torch.empty(len(theta)).exponential_(generator=generator) / rate
                 return x[:, None], {}
 
-            def joint_log_prob(self, theta, x, z):
+            def joint_log_prob(self, x, z, theta):
                 rate = theta[:, 0].exp()
                 return rate.log() - rate * x[:, 0]
     """
@@ -47,6 +54,10 @@ class Simulator:
     # the share of rows sluice.simulate may drop for NaN/inf before it stops, unless told otherwise: raise it
     # for simulators that reject a known small share of runs by design (e.g. runaway runs stopped at a cap)
     max_dropped_fraction: float = 0.01
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _refuse_theta_first(cls)
 
     @property
     def name(self) -> str:
@@ -60,13 +71,13 @@ class Simulator:
     def sample(self, theta: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Latent]:
         raise NotImplementedError(f"{self.name} does not implement sample(theta, generator)")
 
-    def joint_log_prob(self, theta: torch.Tensor, x: torch.Tensor, z: Latent) -> torch.Tensor:
+    def joint_log_prob(self, x: torch.Tensor, z: Latent, theta: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(
-            f"{self.name} does not implement joint_log_prob(theta, x, z); only black-box methods can use it"
+            f"{self.name} does not implement joint_log_prob(x, z, theta); only black-box methods can use it"
         )
 
-    def log_likelihood(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{self.name} has no tractable log_likelihood(theta, x)")
+    def log_likelihood(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} has no tractable log_likelihood(x, theta)")
 
     @property
     def has_joint_log_prob(self) -> bool:
@@ -78,6 +89,34 @@ class Simulator:
 
     def __repr__(self) -> str:
         return f"{self.name}(parameters={list(self.parameter_names)})"
+
+
+# each method whose argument order changed, and its value-first signature as the error message spells it
+_VALUE_FIRST = {
+    "joint_log_prob": "joint_log_prob(self, x, z, theta)",
+    "log_likelihood": "log_likelihood(self, x, theta)",
+}
+
+
+def _refuse_theta_first(cls: type) -> None:
+    """Raise TypeError when ``cls`` defines ``joint_log_prob`` or ``log_likelihood`` with ``theta`` first.
+
+    That was the old argument order; called positionally in the new order, such a method
+    would silently read x as θ, so it is refused when the class is defined rather than at the first call.
+    """
+    for method, expected in _VALUE_FIRST.items():
+        function = vars(cls).get(method)
+        if not callable(function):
+            continue
+        try:
+            parameters = list(inspect.signature(function).parameters)
+        except (TypeError, ValueError):  # a builtin or other callable without a readable signature
+            continue
+        if not isinstance(function, staticmethod):
+            parameters = parameters[1:]  # self, whatever it is called
+        if parameters[:1] == ["theta"]:
+            raise TypeError(f"{cls.__qualname__}.{method}({', '.join(parameters)}): sluice simulators take the "
+                            f"value first, then θ; define {expected} instead")
 
 
 def as_theta_batch(theta, n: int | None, p: int, what: str = "theta") -> torch.Tensor:

@@ -62,7 +62,7 @@ class GaltonBoard(Simulator):
         # z: the decisions (1 = right), and the nail where each was taken (redundant; it spares a cumsum)
         return nail[:, None], {"right": right, "nail": nails}
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         """Σ_ℓ log(½(1 − s_ℓ) + s_ℓ σ(θ k_ℓ)) with k_ℓ = ±10 (2p_ℓ/30 − 1), + for a left move, − for right."""
         dtype = theta.dtype
         sign = 1.0 - 2.0 * z["right"].to(dtype)
@@ -86,7 +86,7 @@ class GaltonBoard(Simulator):
                 mass = right + F.pad(left[:, 1:], (0, 1))
         return mass
 
-    def log_likelihood(self, theta, x):
+    def log_likelihood(self, x, theta):
         x = torch.as_tensor(x)
         nail = x.reshape(x.shape[0], -1)
         if nail.shape[1] != 1:

@@ -56,7 +56,7 @@ class HierarchicalGaussian(Simulator):
         x = group_means + self.noise_scales * torch.randn(n, self.n_groups, generator=generator)
         return x, {"group_means": group_means}
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         x = self._check_x(x)
         theta = as_theta_batch(theta, x.shape[0], 2)
         mu, log_tau = theta[:, :1], theta[:, 1:]
@@ -65,7 +65,7 @@ class HierarchicalGaussian(Simulator):
         observed = -0.5 * ((x.to(theta.dtype) - z) / self.noise_scales.to(theta.dtype)) ** 2
         return (latent + observed).sum(dim=1)
 
-    def log_likelihood(self, theta, x):
+    def log_likelihood(self, x, theta):
         x = self._check_x(x)
         theta = as_theta_batch(theta, x.shape[0], 2)
         mu, log_tau = theta[:, :1], theta[:, 1:]

@@ -124,7 +124,7 @@ class Lensing(Simulator):
         log_inner_mass = torch.log(2.0 * einstein_mass(sigma_v) / self.m_min).to(theta.dtype)
         return torch.log(theta[:, 0]) + log_inner_mass - log_mean_mass
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         """log Poisson(n | n̄(θ)) + Σ_i [β log μ_i − log Z(β)], in float64."""
         theta = as_theta_batch(theta, z["n_subhaloes"].shape[0], 2).to(torch.float64)
         sigma_v, count = z["sigma_v"].to(torch.float64), z["n_subhaloes"].to(torch.float64)

@@ -147,7 +147,7 @@ class LotkaVolterra(Simulator):
         return summaries.to(torch.float32), {"counts": paths.counts, "exposure": paths.exposure,
                                              "capped": paths.capped}
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         """Σ_j [N_j (θ_j − θ*_j) − e^{θ*_j} expm1(θ_j − θ*_j) A_j]: log p(x, z | θ) − log p(x, z | θ*), in float64."""
         shift = theta.to(torch.float64) - torch.tensor(THETA_STAR, dtype=torch.float64)
         rate_star = torch.tensor(THETA_STAR, dtype=torch.float64).exp()

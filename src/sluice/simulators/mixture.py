@@ -37,7 +37,7 @@ class GaussianMixture(Simulator):
                              torch.stack([1.5 + b, -1.5 + a], dim=1)], dim=1)
         return log_weights, means, torch.tensor(self.widths, dtype=theta.dtype)
 
-    def _log_joint_per_component(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def _log_joint_per_component(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """log P(k|θ) + log N(x; μ_k, σ_k² I) for both k: ``[n, 2]``."""
         log_weights, means, widths = self._components(theta)
         squared = ((x[:, None, :].to(theta.dtype) - means) ** 2).sum(dim=2)
@@ -54,13 +54,13 @@ class GaussianMixture(Simulator):
         x = means[rows, component] + widths[component][:, None] * noise
         return x.to(torch.float32), {"component": component}
 
-    def joint_log_prob(self, theta, x, z):
-        per_component = self._log_joint_per_component(theta, x)
+    def joint_log_prob(self, x, z, theta):
+        per_component = self._log_joint_per_component(x, theta)
         return per_component.gather(1, z["component"].long()[:, None])[:, 0]
 
-    def log_likelihood(self, theta, x):
+    def log_likelihood(self, x, theta):
         x = torch.as_tensor(x)
         if x.ndim != 2 or x.shape[1] != 2:
             raise ValueError(f"GaussianMixture: x must have shape [n, 2], got {list(x.shape)}")
         theta = as_theta_batch(theta, x.shape[0], 2)
-        return torch.logsumexp(self._log_joint_per_component(theta, x), dim=1)
+        return torch.logsumexp(self._log_joint_per_component(x, theta), dim=1)

@@ -79,7 +79,7 @@ class ParticleToy(Simulator):
         theta = as_theta_batch(theta, None, 2)
         return monomials(theta, POWERS) @ self._totals.to(theta.dtype)
 
-    def differential_cross_section(self, theta, z) -> torch.Tensor:
+    def differential_cross_section(self, z, theta) -> torch.Tensor:
         """dσ(z|θ): [n], in θ's dtype (float64 unless θ is float32)."""
         z = torch.as_tensor(z, dtype=torch.float64)
         theta = as_theta_batch(theta, z.shape[0], 2)
@@ -94,7 +94,7 @@ class ParticleToy(Simulator):
         weights = self.components(z) @ monomials(basis, POWERS).T
         if generated_at is not None:
             theta = as_theta_batch(torch.as_tensor(generated_at, dtype=torch.float64), z.shape[0], 2)
-            density = self.differential_cross_section(theta, z) / self.cross_section(theta)
+            density = self.differential_cross_section(z, theta) / self.cross_section(theta)
             weights = weights / (z.shape[0] * density[:, None])
         return weights
 
@@ -126,9 +126,9 @@ class ParticleToy(Simulator):
         x = z + noise * torch.tensor(self.resolution, dtype=torch.float64)
         return x.to(torch.float32), {"parton": z}
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         parton = z["parton"]
-        return torch.log(self.differential_cross_section(theta, parton)) - torch.log(self.cross_section(theta))
+        return torch.log(self.differential_cross_section(parton, theta)) - torch.log(self.cross_section(theta))
 
     # --- the detector level -----------------------------------------------------------------------------
     def detector_components(self, x) -> torch.Tensor:
@@ -140,7 +140,7 @@ class ParticleToy(Simulator):
         angle = _angle_moments(x[:, 1], self.resolution[1])
         return torch.einsum("mkj,nk,nj->nm", self._table, energy, angle)
 
-    def log_likelihood(self, theta, x):
+    def log_likelihood(self, x, theta):
         x = torch.as_tensor(x)
         theta = as_theta_batch(theta, x.shape[0], 2)
         density = (monomials(theta, POWERS) * self.detector_components(x).to(theta.dtype)).sum(dim=1)

@@ -154,7 +154,7 @@ class PyroSimulator(Simulator):
             raise ValueError(f"from_pyro: observed site(s) {missing} not in the model; its sample sites are {sites}")
         return torch.cat(outputs, dim=1).to(torch.float32), latents
 
-    def joint_log_prob(self, theta, x, z):
+    def joint_log_prob(self, x, z, theta):
         """log p(x, z | θ) ``[n]``: the model replayed at ``theta`` with every draw pinned to x and z."""
         x = torch.as_tensor(x)
         n = x.shape[0]
@@ -190,7 +190,7 @@ def from_pyro(model: Callable, parameter_names: Sequence[str], observed: Sequenc
 
         simulator = sluice.from_pyro(model, ["mu"])
         x, z = simulator.sample(torch.zeros(5, 1))        # x [5, 1], z = {"z": [5]}
-        simulator.joint_log_prob(torch.ones(5, 1), x, z)  # [5]; its θ-gradient is z − θ
+        simulator.joint_log_prob(x, z, torch.ones(5, 1))  # [5]; its θ-gradient is z − θ
 
     Raises ImportError when Pyro is not installed (``pip install "sluice-sbi[pyro]"``).
     """

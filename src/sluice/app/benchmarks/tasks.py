@@ -31,8 +31,8 @@ class GaltonTask:
         self.simulator = GaltonBoard()
         self.prior = self.simulator.default_prior()
         self.x = torch.arange(5, 26, dtype=torch.float32)[:, None]
-        log_p0 = self.simulator.log_likelihood(torch.tensor([self.theta0]), self.x)
-        log_p1 = self.simulator.log_likelihood(torch.tensor([self.theta1]), self.x)
+        log_p0 = self.simulator.log_likelihood(self.x, torch.tensor([self.theta0]))
+        log_p1 = self.simulator.log_likelihood(self.x, torch.tensor([self.theta1]))
         self.exact = log_p0 - log_p1
         self.weight = log_p1.exp() / log_p1.exp().sum()
 
@@ -68,8 +68,8 @@ class MixtureTask:
         self.theta0 = priors.sample_prior(self.prior, self.n_pairs, seed=1)
         self.theta1 = priors.sample_prior(self.prior, self.n_pairs, seed=2)
         self.x, _ = self.simulator.sample(self.theta1, generator=torch.Generator().manual_seed(3))
-        self.exact = self.simulator.log_likelihood(self.theta0, self.x) - self.simulator.log_likelihood(self.theta1,
-                                                                                                          self.x)
+        self.exact = self.simulator.log_likelihood(self.x, self.theta0) - self.simulator.log_likelihood(self.x,
+                                                                                                          self.theta1)
 
     def training_data(self, method: str, n: int, seed: int):
         reference = [0.0, 0.0] if method in SCORE_ONLY else None
