@@ -1,10 +1,11 @@
-# One command each: `make demo`, `make test` and `make lint` create .venv/ on first use.
+# One command each: `make demo`, `make test`, `make lint` and `make docs` create .venv/ on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.docs-installed
 
-.PHONY: venv test lint benchmark demo clean
+.PHONY: venv test lint docs benchmark demo clean
 
 venv: $(STAMP)
 
@@ -18,8 +19,18 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(PY) -m pytest tests
 
+# the docs extra on top of the dev install; torch stays the pinned one (-c constraints.txt)
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,docs]"
+	touch $(DOCS_STAMP)
+
+# the site in site/ from docs/ and the docstrings; --strict: any warning (a broken link or anchor, a page left out
+# of the navigation, a docstring mkdocstrings cannot read) fails the build
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs/hooks
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/mining_overhead.py
@@ -28,4 +39,4 @@ demo: $(STAMP)
 	$(VENV)/bin/sluice demo $(if $(QUICK),--quick,) --out sluice-demo
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build site src/*.egg-info .pytest_cache

@@ -5,7 +5,7 @@ import torch
 import sluice
 from conftest import assert_mean_close
 
-# REFERENCE.md §3: exact log r(x | −0.8, −0.6) for x = 5 … 25
+# the Galton board (docs/theory.md): exact log r(x | −0.8, −0.6) for x = 5 … 25
 PUBLISHED_LOG_R = [0.744, 0.654, 0.545, 0.419, 0.280, 0.136, -0.004, -0.129, -0.228, -0.291, -0.309, -0.280,
                    -0.210, -0.106, 0.021, 0.159, 0.298, 0.429, 0.545, 0.643, 0.721]
 

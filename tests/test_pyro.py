@@ -20,7 +20,7 @@ NO_FD = torch.tensor([1e-3, 1e-3])  # finite-difference step: unused, every scor
 
 
 def galton_model(theta):
-    """REFERENCE.md §3 in Pyro: 20 Bernoulli decisions "right_ℓ" per run; x = the final nail (deterministic)."""
+    """The Galton board in Pyro: 20 Bernoulli decisions "right_ℓ" per run; x = the final nail (deterministic)."""
     n = theta.shape[0]
     nail = torch.full((n,), 15.0, dtype=theta.dtype)
     with pyro.plate("runs", n):

@@ -22,3 +22,12 @@ sys.modules[__name__ + ".weighted_events"] = weighted_events
 __all__ = ["AugmentedData", "Morphing", "Simulator", "WeightedEvents", "check_simulator", "estimators", "from_pyro",
            "inference", "load", "morphing", "priors", "simulate", "simulators", "weighted_events"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``sluice.plots`` on first use: figures need matplotlib, which the numbers do not."""
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module 'sluice' has no attribute {name!r}")

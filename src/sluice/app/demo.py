@@ -41,7 +41,7 @@ class InferenceResult:
 
 @dataclass
 class FitResult:
-    """One fit: its error (MSE of log r̂ against the exact log r, REFERENCE.md §3), its log r̂(x|θ0,θ1) at
+    """One fit: its error (MSE of log r̂ against the exact log r, docs/theory.md), its log r̂(x|θ0,θ1) at
     x = 5…25, the training time, and (seed 0 only) its inference."""
 
     method: str

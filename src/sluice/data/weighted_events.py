@@ -1,6 +1,6 @@
 """WeightedEvents: the joint ratio and score of weighted events in closed form, unweighting, and AugmentedData.
 
-The particle-physics route (REFERENCE.md §3): an event generator gives each event z_i weights w_i(θ_b) at
+The particle-physics route (docs/morphing.md): an event generator gives each event z_i weights w_i(θ_b) at
 the basis points of a ``Morphing``; only the parton-level factor depends on θ, so with
 w_i(θ) = Σ_b a_b(θ) w_i(θ_b) and σ(θ) = Σ_b a_b(θ) σ(θ_b),
 

@@ -69,14 +69,22 @@ class Simulator:
         return len(self.parameter_names)
 
     def sample(self, theta: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Latent]:
+        """Run the simulator once per row of ``theta`` [n, p], drawing from ``generator`` where given.
+
+        Returns x [n, d] (or [n, ...]) and z: a tensor or a dict of tensors with leading size n that records every
+        random choice of each run, enough to re-score the run at another θ with ``joint_log_prob``."""
         raise NotImplementedError(f"{self.name} does not implement sample(theta, generator)")
 
     def joint_log_prob(self, x: torch.Tensor, z: Latent, theta: torch.Tensor) -> torch.Tensor:
+        """log p(x, z | θ) [n] of runs (x, z) at ``theta`` [n, p] (or [p]), differentiable in θ with z held fixed.
+
+        Terms that do not depend on θ may be left out: they cancel in the joint ratio and the joint score."""
         raise NotImplementedError(
             f"{self.name} does not implement joint_log_prob(x, z, theta); only black-box methods can use it"
         )
 
     def log_likelihood(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """The exact log p(x | θ) [n], where it is tractable (toys and benchmarks); optional."""
         raise NotImplementedError(f"{self.name} has no tractable log_likelihood(x, theta)")
 
     @property
