@@ -10,6 +10,15 @@ with Ẑ(θ) = mean over the reference runs of exp(t̂(x_i)·(θ − θ_ref)). F
 through h_θ(x) = t̂(x)·(θ − θ_ref), so here SALLY and SALLINO agree. When the data also hold runs at
 other θ and x is continuous, SALLY fits a conditional flow p̂(t̂ | θ) on every run and SALLINO a 1-D
 conditional flow p̂(h_θ | θ, θ') of the statistic at θ for runs made at θ', and they differ.
+
+SALLINO's ratio reads that flow at two contexts only, for θ across the parameter space of interest:
+
+    log r̂(x|θ, θ_ref) = log p̂(h_θ(x) | θ, θ) − log p̂(h_θ(x) | θ, θ_ref),
+
+so it is trained on exactly those pairs: a run made at θ' ≠ θ_ref gives h_θ' with context (θ', θ'); a run made
+at θ_ref gives h_θ with context (θ, θ_ref), θ drawn from the θ of the runs made elsewhere (the data's spread,
+e.g. the prior). Pairing each run with its own θ instead would make every statistic of a run at θ_ref
+h = t̂·(θ_ref − θ_ref) ≡ 0, a point mass that the ratio never evaluates.
 """
 
 from __future__ import annotations
@@ -26,6 +35,11 @@ from .networks import FlowLikelihood, ScoreNet, Standardize, looks_discrete
 from .score_term import ScoreTerm
 
 REFERENCE_SAMPLE = 20_000  # summaries of reference runs kept for the tilt
+
+
+def made_at(theta: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    """[n] bool: the rows of θ [n, p] equal to ``point`` [p] up to float32 rounding (relative 1e-6)."""
+    return torch.all((theta - point).abs() <= 1e-6 * (1 + point.abs()), dim=1)
 
 
 class SALLY(Estimator):
@@ -75,7 +89,7 @@ class SALLY(Estimator):
         """Learn t̂(x) on the runs made at θ_ref, then the density of the summary (module notes)."""
         self._check_data(data)
         reference = self._reference_point(data)
-        at_reference = torch.all((data.theta - reference).abs() <= 1e-6 * (1 + reference.abs()), dim=1)
+        at_reference = made_at(data.theta, reference)
         if int(at_reference.sum()) < 20:
             raise ValueError(f"{type(self).__name__}: only {int(at_reference.sum())} runs were made at θ_ref = "
                              f"{reference.tolist()}; it needs local data (at least 20 runs there)")
@@ -212,7 +226,13 @@ class SALLINO(SALLY):
 
 
 class StatisticDensity(Estimator):
-    """The conditional 1-D density p̂(h | θ, θ') of h = t̂(x)·(θ − θ_ref) for runs made at θ' (a flow)."""
+    """The conditional 1-D density p̂(h | θ, θ') of h = t̂(x)·(θ − θ_ref) for runs made at θ' (a flow).
+
+    Trained on the contexts SALLINO's ratio reads (module notes): a run made at θ' ≠ θ_ref contributes
+    (h_θ'(x), θ', θ'); a run made at θ_ref contributes (h_θ(x), θ, θ_ref), θ drawn with replacement from the θ of
+    the runs made elsewhere, afresh for every training batch (torch's global generator, which ``fit`` seeds) and
+    once for the validation rows, so that early stopping compares like with like.
+    """
 
     def __init__(self, theta_ref=None, activation: str = "elu", batch_size: int = 256, **common):
         super().__init__(activation=activation, batch_size=batch_size, **common)
@@ -223,10 +243,30 @@ class StatisticDensity(Estimator):
         return self.fit(AugmentedData._trusted(dict(data.fields(), x=summaries), data.parameter_names, None),
                         epochs=epochs, seed=seed, progress=False)
 
+    def _theta_pool(self, data: AugmentedData) -> torch.Tensor:
+        """The θ [m, p] of the runs not made at θ_ref: where the statistic's θ is drawn for the runs at θ_ref."""
+        pool = data.theta[~made_at(data.theta, torch.tensor(self.theta_ref))]
+        if len(pool) == 0:
+            raise ValueError("StatisticDensity needs runs made away from θ_ref: the statistic's θ is drawn from them")
+        return pool
+
+    def _draw_theta(self, count: int) -> torch.Tensor:
+        """``count`` rows [count, p] drawn with replacement from the pool, with torch's global generator."""
+        return self.theta_pool_[torch.randint(len(self.theta_pool_), (count,))]
+
+    def _statistic_theta(self, theta_made: torch.Tensor) -> torch.Tensor:
+        """θ of the statistic [n, p] for runs made at ``theta_made`` [n, p]: the run's own θ, or a draw at θ_ref."""
+        at_reference = made_at(theta_made, torch.tensor(self.theta_ref))
+        return torch.where(at_reference[:, None], self._draw_theta(len(theta_made)), theta_made)
+
     def _describe(self, data: AugmentedData) -> dict:
-        theta = Standardize.fit(data.theta)
-        statistic = (data.x * (data.theta - torch.tensor(self.theta_ref))).sum(dim=1, keepdim=True)
-        context = Standardize(torch.cat([theta.mean, theta.mean]), torch.cat([theta.std, theta.std]))
+        self.theta_pool_ = self._theta_pool(data)
+        theta_statistic = self._statistic_theta(data.theta)
+        statistic = (data.x * (theta_statistic - torch.tensor(self.theta_ref))).sum(dim=1, keepdim=True)
+        # context = (θ of the statistic, θ the run was made at), each standardised by its own spread
+        statistic_scale, made_scale = Standardize.fit(self.theta_pool_), Standardize.fit(data.theta)
+        context = Standardize(torch.cat([statistic_scale.mean, made_scale.mean]),
+                              torch.cat([statistic_scale.std, made_scale.std]))
         return {"h": Standardize.fit(statistic).state_dict(), "context": context.state_dict()}
 
     def _make_model(self, info: dict) -> FlowLikelihood:
@@ -235,15 +275,21 @@ class StatisticDensity(Estimator):
         return FlowLikelihood(h_scale, context, self.hidden, self.activation, transforms=2)
 
     def _tensors(self, data: AugmentedData) -> dict:
-        return {"summary": data.x, "theta_made": data.theta}
+        theta_made = data.theta
+        return {"summary": data.x, "theta_made": theta_made, "theta_statistic": self._statistic_theta(theta_made),
+                "at_reference": made_at(theta_made, torch.tensor(self.theta_ref))}
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        # the statistic's θ is drawn afresh for every batch from the θ of the runs: h_θ for runs made at θ'
-        theta_made = batch["theta_made"]
-        theta_statistic = theta_made[torch.randperm(theta_made.shape[0], device=theta_made.device)]
+        theta_made, theta_statistic = batch["theta_made"], batch["theta_statistic"]
+        if self.model_.training:  # a fresh θ for each run at θ_ref in every batch: more (θ, x) pairs seen
+            fresh = self._draw_theta(len(theta_made)).to(theta_made.device)
+            theta_statistic = torch.where(batch["at_reference"][:, None], fresh, theta_statistic)
         reference = torch.tensor(self.theta_ref, device=theta_made.device)
         h = (batch["summary"] * (theta_statistic - reference)).sum(dim=1, keepdim=True)
         return losses.negative_log_likelihood(self.model_(h, torch.cat([theta_statistic, theta_made], dim=1)))
+
+    def _after_fit(self, training: AugmentedData) -> None:
+        del self.theta_pool_  # only training draws from it
 
     def log_ratio_to_reference(self, summary: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         """log p̂(h_θ | θ, θ) − log p̂(h_θ | θ, θ_ref) [n]."""
