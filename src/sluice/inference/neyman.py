@@ -2,49 +2,61 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from scipy import optimize
 
-from .evaluate import log_ratio_table, reference_point, summed_log_ratio
-from .scans import Scan, maximum_likelihood
+from .evaluate import log_ratio_table, reference_point
+from .scans import Scan, maximise_experiments
 
 __all__ = ["neyman_thresholds", "profile_scan"]
 
 
 def neyman_thresholds(estimator, simulator, grid: torch.Tensor, n_events: int, level: float = 0.68,
-                      n_toys: int = 200, seed: int = 0) -> torch.Tensor:
+                      n_toys: int = 200, seed: int = 0, refine: bool = True) -> torch.Tensor:
     """Critical values [G] of q(θ_g) at ``level``: for each grid point, ``n_toys`` experiments of ``n_events``
-    simulated at θ_g, each scanned over the grid, give the distribution of q(θ_g) = −2[ℓ(θ_g) − max_grid ℓ].
+    simulated at θ_g give the distribution of q(θ_g) = −2[ℓ(θ_g) − ℓ(θ̂)].
 
-    A point is in the Neyman region when the observed q(θ_g) ≤ its threshold: coverage by construction,
-    whether or not Wilks' asymptotics hold. Costs G · n_toys · n_events · G evaluations of log r̂.
+    θ̂ is found as ``scan`` finds it with the same ``refine``: the best grid point, refined by L-BFGS-B inside
+    the grid's box where that is higher (``refine=True``, as ``scan``'s default), so the thresholds are quantiles
+    of the very statistic that ``Scan.q`` reports for the observed events. A point is in the Neyman region
+    when the observed q(θ_g) ≤ its threshold (``Scan.region(level, thresholds)``): coverage by construction,
+    whether or not Wilks' asymptotics hold. Costs G · n_toys · n_events · G evaluations of log r̂, and with
+    ``refine`` G optimisations of all n_toys toys at once (a few dozen passes over their events each).
     """
     grid = torch.as_tensor(grid, dtype=torch.float32)
     grid = grid[:, None] if grid.ndim == 1 else grid
     theta_ref = reference_point(grid)
+    bounds = list(zip(grid.min(dim=0).values.tolist(), grid.max(dim=0).values.tolist(), strict=True))
     generator = torch.Generator().manual_seed(seed)
     thresholds = torch.empty(grid.shape[0])
     for g in range(grid.shape[0]):
         theta = grid[g].expand(n_toys * n_events, -1)
         with torch.no_grad():
             x, _ = simulator.sample(theta, generator=generator)
-        # the log-likelihood ratio of every toy at every grid point: [G, n_toys]
-        values = log_ratio_table(estimator, x, grid, theta_ref).reshape(-1, n_toys, n_events).sum(dim=2)
-        q_at_truth = -2.0 * (values[g] - values.max(dim=0).values)
-        thresholds[g] = torch.quantile(q_at_truth, level)
+        # the log-likelihood ratio of every toy at every grid point: [G, n_toys], summed as ``scan`` sums
+        table = log_ratio_table(estimator, x, grid, theta_ref).reshape(grid.shape[0], n_toys, n_events)
+        values = table.sum(dim=2, dtype=torch.float64).to(table.dtype)
+        maxima, best = values.max(dim=0)
+        maxima = maxima.double()
+        if refine:
+            _, refined = maximise_experiments(estimator, x, grid[best], bounds, theta_ref)
+            maxima = torch.maximum(maxima, refined)
+        q_at_truth = -2.0 * (values[g].double() - maxima)
+        thresholds[g] = torch.quantile(q_at_truth, level).to(torch.float32)
     return thresholds
 
 
 def profile_scan(estimator, x_observed, grid: torch.Tensor, parameters_of_interest, nuisance_bounds: dict,
                  weights=None) -> Scan:
-    """Scan over the parameters of interest with every other parameter profiled (maximised) away.
+    """Scan over the parameters of interest with every other parameter profiled (maximised) away:
+    ℓ_p(ψ_g) = max_ν Σ_i w_i log r̂(x_i | ψ_g, ν, θ_ref).
 
     ``parameters_of_interest``: names (from the estimator's parameter_names_) whose values ``grid`` [G, k]
     holds; ``nuisance_bounds``: {name: (low, high)} for each remaining parameter. At each grid point the
-    nuisance parameters maximise Σ log r̂ (SciPy L-BFGS-B, warm-started from the previous point). The
-    result's grid is over the parameters of interest, so Wilks uses k degrees of freedom; the profiled
-    nuisance values are in ``scan.nuisance`` [G, p − k].
+    nuisance parameters ν [p − k] are found by L-BFGS-B with the gradient of Σ log r̂ in ν
+    (``maximise_experiments``: autograd, else central differences), warm-started from the solution at the
+    nearest grid point already profiled (the first starts at the middle of the box). The MLE is then refined
+    over all parameters at once. The result's grid is over the parameters of interest, so Wilks uses k degrees
+    of freedom; the profiled nuisance values are in ``scan.nuisance`` [G, p − k], and ``n_events`` = Σ w_i.
     """
     names = list(estimator.parameter_names_)
     interest = [names.index(name) for name in parameters_of_interest]
@@ -54,52 +66,42 @@ def profile_scan(estimator, x_observed, grid: torch.Tensor, parameters_of_intere
                          f"{list(nuisance_bounds)} must together name each of {names} once")
     grid = torch.as_tensor(grid, dtype=torch.float32)
     grid = grid[:, None] if grid.ndim == 1 else grid
-    bounds = [tuple(nuisance_bounds[names[j]]) for j in nuisance]
-    start = np.array([(low + high) / 2 for low, high in bounds])
+    bounds = [None] * len(names)
+    for k, j in enumerate(interest):
+        bounds[j] = (float(grid[:, k].min()), float(grid[:, k].max()))
+    for j in nuisance:
+        bounds[j] = tuple(float(limit) for limit in nuisance_bounds[names[j]])
+    middle = torch.tensor([(bounds[j][0] + bounds[j][1]) / 2 for j in nuisance], dtype=torch.float64)
 
-    def full(point: torch.Tensor, nuisance_values) -> torch.Tensor:
-        theta = torch.empty(len(names))
-        theta[interest] = point
-        theta[nuisance] = torch.as_tensor(nuisance_values, dtype=torch.float32)
+    def full(point: torch.Tensor, nuisance_values: torch.Tensor) -> torch.Tensor:
+        theta = torch.empty(len(names), dtype=torch.float64)
+        theta[interest], theta[nuisance] = point.double(), nuisance_values.double()
         return theta
 
-    theta_ref = full(grid[grid.shape[0] // 2], start)
-    values, profiled = torch.empty(grid.shape[0]), torch.empty(grid.shape[0], len(nuisance))
+    theta_ref = full(grid[grid.shape[0] // 2], middle)
+    values = torch.empty(grid.shape[0], dtype=torch.float64)
+    profiled = torch.empty(grid.shape[0], len(nuisance), dtype=torch.float64)
+    # warm starts: each point starts from the solution at the nearest point already done (in units of the
+    # grid's extent, so that parameters of different scales count alike)
+    extent = (grid.max(dim=0).values - grid.min(dim=0).values).clamp_min(1e-12)
     for g in range(grid.shape[0]):
-        def negative(nu, point=grid[g]):
-            return -float(summed_log_ratio(estimator, x_observed, full(point, nu)[None], theta_ref, weights)[0])
-
-        result = optimize.minimize(negative, start, method="L-BFGS-B" if len(nuisance) > 1 else "Nelder-Mead",
-                                   bounds=bounds)
-        values[g], profiled[g] = -float(result.fun), torch.as_tensor(result.x, dtype=torch.float32)
-        start = result.x
+        if g == 0:
+            start = middle
+        else:
+            distance = ((grid[:g] - grid[g]) / extent).square().sum(dim=1)
+            start = profiled[int(torch.argmin(distance))]
+        theta, value = maximise_experiments(estimator, x_observed, full(grid[g], start)[None], bounds, theta_ref,
+                                            weights, free=nuisance)
+        values[g], profiled[g] = value[0], theta[0, nuisance]
     best = int(torch.argmax(values))
-    # refine the global maximum over every parameter at once, in scan order (interest first, then nuisance)
-    order = interest + nuisance
-    full_bounds = [(float(grid[:, k].min()), float(grid[:, k].max())) for k in range(grid.shape[1])] + bounds
-    refined, refined_value = maximum_likelihood(_Permuted(estimator, order), x_observed,
-                                                torch.cat([grid[best], profiled[best]]), full_bounds,
-                                                theta_ref[order], weights)
-    if refined_value > float(values[best]):
-        mle, mle_value = refined[: grid.shape[1]], refined_value
+    # the global maximum, refined over every parameter at once from the best profiled point
+    refined, refined_value = maximise_experiments(estimator, x_observed, full(grid[best], profiled[best])[None],
+                                                  bounds, theta_ref, weights)
+    if float(refined_value[0]) > float(values[best]):
+        mle, mle_value = refined[0, interest].to(torch.float32), float(refined_value[0])
     else:
         mle, mle_value = grid[best], float(values[best])
-    result = Scan(grid, values, mle, mle_value, float(len(x_observed)), tuple(parameters_of_interest))
-    result.nuisance = profiled
+    n_events = float(len(x_observed) if weights is None else torch.as_tensor(weights, dtype=torch.float64).sum())
+    result = Scan(grid, values, mle, mle_value, n_events, tuple(parameters_of_interest))
+    result.nuisance = profiled.to(torch.float32)
     return result
-
-
-class _Permuted:
-    """An estimator seen with its parameters in another order (scan order: interest first, then nuisance)."""
-
-    def __init__(self, estimator, order):
-        self.estimator, self.order = estimator, list(order)
-        self.parameter_names_ = tuple(estimator.parameter_names_[j] for j in self.order)
-
-    def _natural(self, theta: torch.Tensor) -> torch.Tensor:
-        natural = torch.empty_like(theta)
-        natural[..., self.order] = theta
-        return natural
-
-    def log_ratio(self, x, theta0, theta1):
-        return self.estimator.log_ratio(x, self._natural(theta0), self._natural(theta1))

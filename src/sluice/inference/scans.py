@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import optimize, stats
 
-from .evaluate import reference_point, summed_log_ratio
+from .evaluate import ExperimentLogRatio, finite_difference_steps, reference_point, summed_log_ratio
 
 __all__ = ["Scan", "make_grid", "scan", "asimov_scan", "wilks_threshold", "maximum_likelihood"]
 
@@ -30,7 +31,8 @@ def make_grid(low, high, points) -> torch.Tensor:
 @dataclass
 class Scan:
     """A scan over ``grid`` [G, p]: ``log_likelihood_ratio`` [G] = Σ_i w_i log r̂(x_i|θ_g, θ_ref), and the
-    MLE (the best grid point, refined by local optimisation where possible) with its value."""
+    MLE (the best grid point, refined by L-BFGS-B inside the grid's box where that is higher) with its value;
+    ``n_events`` = Σ_i w_i."""
 
     grid: torch.Tensor
     log_likelihood_ratio: torch.Tensor
@@ -41,7 +43,9 @@ class Scan:
 
     @property
     def q(self) -> torch.Tensor:
-        """−2 Δ log L on the grid, [G]; 0 at the MLE."""
+        """q(θ_g) = −2 [ℓ(θ_g) − ℓ(θ̂)] on the grid, [G]; 0 at the MLE. θ̂ is the refined MLE (the best grid
+        point with ``scan(..., refine=False)``): the statistic whose toy distribution ``neyman_thresholds``
+        gives with the same ``refine``."""
         return -2.0 * (self.log_likelihood_ratio - self.max_log_likelihood_ratio)
 
     def region(self, level: float = 0.68, thresholds: torch.Tensor | None = None) -> torch.Tensor:
@@ -80,19 +84,80 @@ def _crossing(theta: np.ndarray, q: np.ndarray, limit: float) -> float:
 
 def maximum_likelihood(estimator, x, start: torch.Tensor, bounds, theta_ref: torch.Tensor,
                        weights=None) -> tuple[torch.Tensor, float]:
-    """Refine the MLE from ``start`` inside ``bounds`` [(low, high)] by bounded Nelder–Mead (SciPy)."""
+    """The MLE inside ``bounds`` [(low, high)] per parameter, found from ``start`` [p] by L-BFGS-B with the
+    gradient of ℓ(θ) = Σ_i w_i log r̂(x_i|θ, θ_ref) (``maximise_experiments``): (θ̂ [p], ℓ(θ̂))."""
+    theta, value = maximise_experiments(estimator, x, torch.as_tensor(start).reshape(1, -1), bounds, theta_ref,
+                                        weights)
+    return theta[0].to(torch.float32), float(value[0])
 
-    def negative(theta: np.ndarray) -> float:
-        value = summed_log_ratio(estimator, x, torch.tensor(theta[None], dtype=torch.float32), theta_ref, weights)
-        return -float(value[0])
 
-    result = optimize.minimize(negative, start.double().numpy(), method="Nelder-Mead", bounds=bounds,
-                               options={"xatol": 1e-5, "fatol": 1e-7})
-    return torch.tensor(result.x, dtype=torch.float32), -float(result.fun)
+def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: torch.Tensor, weights=None,
+                         free=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """max over θ_t of ℓ_t(θ_t) = Σ_{i in t} w_i log r̂(x_i|θ_t, θ_ref) for T experiments at once, each from
+    its own start: (θ̂ [T, p], ℓ_t(θ̂_t) [T]), float64.
+
+    ``x`` [T·n, ...]: T consecutive blocks of n events; ``starts`` [T, p]; ``bounds``: [(low, high)] for each
+    of the p parameters; ``free``: the indices that move (None: all; the others stay at their start, as for
+    profiling). The T objectives are separable, so one L-BFGS-B problem in T·k variables solves them all,
+    with one pass over every experiment's events per evaluation. Values and gradients come from
+    ``evaluate.ExperimentLogRatio`` (autograd, else central differences), in float64.
+
+    It stops when every projected gradient is below what rounding can fake, the resolution of ℓ (eps ·
+    Σ w |log r̂|, 1.2e-7 · Σ w |log r̂| for a float32 log r̂) over the finite-difference step: a float32 log r̂
+    locates a maximum no better, and L-BFGS-B's line search would otherwise chase rounding noise. Each
+    experiment keeps the best point evaluated.
+    """
+    starts = torch.as_tensor(starts, dtype=torch.float64)
+    n_experiments, p = starts.shape
+    free = list(range(p)) if free is None else list(free)
+    objective = ExperimentLogRatio(estimator, x, n_experiments, theta_ref, weights)
+    low = torch.tensor([-np.inf if bounds[j][0] is None else bounds[j][0] for j in free], dtype=torch.float64)
+    high = torch.tensor([np.inf if bounds[j][1] is None else bounds[j][1] for j in free], dtype=torch.float64)
+    steps = finite_difference_steps(starts, bounds)[:, free]
+    best_theta, best_value = starts.clone(), torch.full((n_experiments,), -torch.inf, dtype=torch.float64)
+    state = {}
+
+    def negative(z: np.ndarray):
+        thetas = starts.clone()
+        thetas[:, free] = torch.from_numpy(z).reshape(n_experiments, len(free))
+        values, gradient, resolution = objective(thetas, free, bounds)
+        better = values > best_value
+        best_value[better], best_theta[better] = values[better], thetas[better]
+        # the rounding seen so far (ℓ is measured from θ_ref, so near θ_ref one point's own |log r̂| is too small)
+        state["resolution"] = torch.maximum(state.get("resolution", resolution), resolution)
+        state.setdefault("at_start", values)
+        moving = thetas[:, free]
+        projected = torch.where(((moving <= low) & (gradient < 0)) | ((moving >= high) & (gradient > 0)), 0.0,
+                                gradient)
+        if torch.all(projected.abs() <= state["resolution"][:, None] / steps):
+            raise _Resolved
+        gain = values - state["at_start"]  # ℓ measured from the start: L-BFGS-B's relative tolerances act on it
+        if not torch.isfinite(gain).all():
+            return np.inf, np.zeros_like(z)
+        return -float(gain.sum()), -gradient.reshape(-1).numpy()
+
+    try:
+        result = optimize.minimize(negative, starts[:, free].reshape(-1).numpy(), jac=True, method="L-BFGS-B",
+                                   bounds=[bounds[j] for _ in range(n_experiments) for j in free],
+                                   options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-10})
+        if result.status == 1:  # the iteration limit, not convergence nor a line search ended by rounding
+            warnings.warn(f"maximum likelihood: L-BFGS-B stopped at its iteration limit ({result.message}); the "
+                          "maximum may be inaccurate", RuntimeWarning, stacklevel=2)
+    except _Resolved:
+        pass
+    return best_theta, best_value
+
+
+class _Resolved(Exception):
+    """Raised by the objective when the gradient is below the rounding of ℓ: the maximum is found."""
 
 
 def scan(estimator, x_observed, grid: torch.Tensor, weights=None, refine: bool = True) -> Scan:
-    """Scan Σ_i log r̂(x_i|θ, θ_ref) over ``grid`` for the observed events (optionally weighted)."""
+    """Scan Σ_i w_i log r̂(x_i|θ, θ_ref) over ``grid`` [G, p] for the observed events (optionally weighted).
+
+    With ``refine`` the MLE is the best grid point refined by ``maximum_likelihood`` inside the grid's box
+    (L-BFGS-B with gradients), so q(θ) does not depend on where the grid points fall; without, it is the
+    best grid point."""
     grid = torch.as_tensor(grid, dtype=torch.float32)
     grid = grid[:, None] if grid.ndim == 1 else grid
     theta_ref = reference_point(grid)
