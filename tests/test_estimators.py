@@ -1,6 +1,8 @@
 """Every estimator of the family: it learns log r on the Galton board and the mixture, round-trips through
 save/load, and refuses data that lack the fields it needs."""
 
+import math
+
 import pytest
 import torch
 
@@ -10,6 +12,40 @@ from sluice.app.benchmarks.sample_efficiency import METHODS
 
 AUGMENTED = [m for m in METHODS if m not in ("CARL", "NDE")]
 N_TRAIN = {"galton": 3000, "mixture": 3000}
+
+# The accuracy bounds: 1.5 × the worst error of five seeds at exactly the settings of `fitted` (N_TRAIN runs,
+# epochs=60, MixtureTask(n_pairs=1000); data seed = fit seed = 0…4; seed 0 is the one tested). Every seed passes
+# with a margin of 1.5, and an error that triples (the median over seeds × 3) fails for every method, since the
+# worst seed is less than twice the median for each; the tested seed-0 error tripled fails too, except for CARL,
+# whose seed 0 is a lucky one (it fails from 3.7× on Galton, 3.1× on the mixture). The benchmark CSVs in
+# benchmarks/results/ do not apply: they train at N = 200, 1 000, 10 000 with early stopping from the default
+# epochs. Measured on 2026-11-30 with a throw-away script that loops `getattr(sluice.estimators, m)().fit(
+# task.training_data(m, 3000, seed=s), seed=s, epochs=60, progress=False)` over s = 0…4 and scores `task.error`
+# (2 shared CPU cores, 2.5–10 min per seed).
+#   method   galton MSE, seeds 0…4                        mixture nMSE, seeds 0…4
+#   CARL     .00437 .00208 .01049 .00634 .01071           .0495 .1021 .0921 .0767 .0812
+#   NDE      .00874 .00658 .01119 .01458 .00761           .1788 .1204 .1040 .1213 .1069
+#   ROLR     .00084 .00120 .00106 .00112 .00040           .4336 .5246 .7142 .5954 .3684
+#   ALICE    .00068 .00049 .00071 .00124 .00086           .0247 .0423 .0344 .0312 .0397
+#   CASCAL   .00044 .00086 .00044 .00040 .00038           .0215 .0378 .0239 .0328 .0273
+#   RASCAL   .00038 .00059 .00025 .00060 .00037           .4721 .5747 .3643 .2036 .2052
+#   ALICES   .00044 .00086 .00035 .00064 .00047           .0202 .0363 .0229 .0318 .0271
+#   SCANDAL  .00111 .00092 .00064 .00041 .00063           .0563 .0423 .0498 .0553 .0591
+#   SALLY    .00025 .00012 .00017 .00024 .00026           .1520 .1653 .1617 .2189 .1921
+#   (trivial log r̂ ≡ 0: galton .0632, mixture 1.871)
+WORST_OF_FIVE_SEEDS = {  # rounded up to 3 significant figures
+    "galton": {"CARL": 0.0108, "NDE": 0.0146, "ROLR": 0.00120, "ALICE": 0.00124, "CASCAL": 0.000861,
+               "RASCAL": 0.000600, "ALICES": 0.000860, "SCANDAL": 0.00111, "SALLY": 0.000256},
+    "mixture": {"CARL": 0.103, "NDE": 0.179, "ROLR": 0.715, "ALICE": 0.0424, "CASCAL": 0.0378,
+                "RASCAL": 0.575, "ALICES": 0.0364, "SCANDAL": 0.0592, "SALLY": 0.219},
+}
+MARGIN = 1.5
+
+
+def accuracy_bound(task, method: str) -> float:
+    if method == "SALLINO":  # being reworked: keeps its old bound, a fraction of the trivial error, until remeasured
+        return {"galton": 0.25, "mixture": 0.5}[task.name] * task.trivial_error()
+    return MARGIN * WORST_OF_FIVE_SEEDS[task.name][method]
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +70,15 @@ def fitted(galton, mixture):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_clearly_beats_the_trivial_ratio_on_galton(fitted, galton, method):
-    error = galton.error(fitted["galton", method])
-    assert error < 0.25 * galton.trivial_error(), f"{method}: MSE {error:.4f} vs trivial {galton.trivial_error():.4f}"
+def test_each_method_is_as_accurate_on_galton_as_its_measured_seed_spread(fitted, galton, method):
+    error, bound = galton.error(fitted["galton", method]), accuracy_bound(galton, method)
+    assert error < bound, f"{method}: MSE {error:.5f}, bound {bound:.5f} (trivial {galton.trivial_error():.4f})"
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_clearly_beats_the_trivial_ratio_on_the_mixture(fitted, mixture, method):
-    error = mixture.error(fitted["mixture", method])
-    assert error < 0.5 * mixture.trivial_error(), f"{method}: nMSE {error:.3f} vs trivial {mixture.trivial_error():.3f}"
+def test_each_method_is_as_accurate_on_the_mixture_as_its_measured_seed_spread(fitted, mixture, method):
+    error, bound = mixture.error(fitted["mixture", method]), accuracy_bound(mixture, method)
+    assert error < bound, f"{method}: nMSE {error:.4f}, bound {bound:.4f} (trivial {mixture.trivial_error():.3f})"
 
 
 def test_augmented_methods_beat_black_box_at_equal_budget_on_galton(fitted, galton):
@@ -52,11 +88,25 @@ def test_augmented_methods_beat_black_box_at_equal_budget_on_galton(fitted, galt
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in ("SALLY", "SALLINO")])
-def test_log_ratio_is_antisymmetric_and_zero_on_the_diagonal(fitted, mixture, method):
+def test_log_ratio_is_a_difference_of_one_function_of_theta(fitted, mixture, method):
+    """log r̂(x|θ0, θ1) = g(x, θ0) − g(x, θ1): antisymmetric and zero on the diagonal (which any such parametrisation
+    gives by construction), and additive along a chain θ0 → θ1 → θ2, which an antisymmetrised two-point network
+    f(x, θ0, θ1) − f(x, θ1, θ0) would not be; scans rely on it, as they measure every θ against one θ_ref."""
     estimator = fitted["mixture", method]
-    x, a, b = mixture.x[:50], mixture.theta0[:50], mixture.theta1[:50]
+    x, a, b, c = mixture.x[:50], mixture.theta0[:50], mixture.theta1[:50], mixture.theta0[50:100]
     assert torch.allclose(estimator.log_ratio(x, a, b), -estimator.log_ratio(x, b, a), atol=1e-5)
     assert torch.allclose(estimator.log_ratio(x, a, a), torch.zeros(50), atol=1e-5)
+    chained = estimator.log_ratio(x, a, b) + estimator.log_ratio(x, b, c)
+    assert torch.allclose(chained, estimator.log_ratio(x, a, c), atol=1e-4)  # float32 rounding: ~1e-6
+
+
+# Measured with the accuracy bounds above (same fits, seeds 0…4), on the Galton board at θ = −0.7: the relative
+# squared error of the learned score over x = 8…22, and KL(p ‖ p̂) in nats of the learned likelihoods.
+#   score  ALICES  .0102 .0126 .0087 .0129 .0088    SCANDAL .0185 .0136 .0092 .0083 .0119
+#          SALLY   .0030 .0018 .0011 .0036 .0032
+#   KL     NDE     .0090 .0079 .0041 .0091 .0087    SCANDAL .0095 .0050 .0055 .0057 .0093
+WORST_SCORE_ERROR = {"ALICES": 0.0129, "SCANDAL": 0.0185, "SALLY": 0.00363}
+WORST_KL = {"NDE": 0.00913, "SCANDAL": 0.00955}
 
 
 def test_learned_score_approximates_the_exact_score(fitted):
@@ -64,17 +114,23 @@ def test_learned_score_approximates_the_exact_score(fitted):
     x = torch.arange(8.0, 23.0)[:, None]
     theta = torch.full((len(x), 1), -0.7, dtype=torch.float64, requires_grad=True)
     (exact,) = torch.autograd.grad(board.log_likelihood(x, theta).sum(), theta)
-    for method in ("ALICES", "SCANDAL", "SALLY"):
+    for method, worst in WORST_SCORE_ERROR.items():
         learned = fitted["galton", method].score(x, torch.tensor([-0.7]))
         relative = float(((learned - exact.float()) ** 2).mean() / (exact.float() ** 2).mean())
-        assert relative < 0.05, f"{method}: relative squared error of the score {relative:.3f}"
+        assert relative < MARGIN * worst, f"{method}: relative squared error of the score {relative:.4f}"
 
 
-def test_likelihood_methods_give_normalised_discrete_likelihoods(fitted):
+def test_likelihood_methods_give_normalised_discrete_likelihoods_close_to_the_exact_one(fitted):
+    board = sluice.simulators.GaltonBoard()
     support = torch.arange(-20.0, 51.0)[:, None]
-    for method in ("NDE", "SCANDAL"):
-        total = fitted["galton", method].log_likelihood(support, torch.tensor([-0.7])).exp().sum()
-        assert abs(float(total) - 1.0) < 1e-4
+    theta = torch.tensor([-0.7])
+    exact = board.log_likelihood(support, theta).double()
+    possible = exact > -math.inf
+    for method, worst in WORST_KL.items():
+        learned = fitted["galton", method].log_likelihood(support, theta).double()
+        assert abs(float(learned.exp().sum()) - 1.0) < 1e-4  # a softmax over the support: 1 by construction
+        kl = float((exact[possible].exp() * (exact[possible] - learned[possible])).sum())
+        assert kl < MARGIN * worst, f"{method}: KL(p ‖ p̂) = {kl:.4f} nats"
 
 
 @pytest.mark.parametrize("method", METHODS)

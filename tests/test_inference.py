@@ -4,10 +4,12 @@ import math
 
 import pytest
 import torch
+from scipy import optimize, stats
 
 import sluice
 from sluice import inference, plots
 from sluice.inference import ExactLikelihood
+from sluice.inference.diagnostics import sbc_uniformity
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +71,37 @@ def test_asimov_interval_width_matches_the_fisher_information(board, exact):
     assert float(asimov.mle) == pytest.approx(-0.8, abs=0.02)
 
 
-def test_scan_finds_the_maximum_and_wilks_and_neyman_agree(board, exact):
+def exact_log_likelihoods(board, x, thetas) -> torch.Tensor:
+    """log p(x_i|θ_g) [G, n] in float64 from the board's dynamic program, without the estimator wrapper."""
+    x = x.double()
+    return torch.stack([board.log_likelihood(x, torch.full((len(x), 1), float(t), dtype=torch.float64))
+                        for t in thetas])
+
+
+def test_scan_equals_the_exact_q_and_wilks_and_neyman_agree(board, exact):
     x = events(board, [-0.7], 100, 4)
     grid = inference.make_grid([-1.1], [-0.3], 41)
     result = inference.scan(exact, x, grid)
-    assert float(result.q.min()) >= -1e-4
+    assert float(result.q.min()) >= -1e-4  # q ≥ 0 by construction (the refined maximum is at least the grid's)
     assert result.max_log_likelihood_ratio >= float(result.log_likelihood_ratio.max())
+
+    # the exact answer, independently: maximise Σ_i log p(x_i|θ) in float64 with scipy, q on the same grid
+    def log_likelihood(theta: float) -> float:
+        return float(exact_log_likelihoods(board, x, [theta]).sum())
+
+    best = optimize.minimize_scalar(lambda t: -log_likelihood(t), bounds=(-1.1, -0.3), method="bounded",
+                                    options={"xatol": 1e-9})
+    per_event = exact_log_likelihoods(board, x, grid[:, 0])
+    exact_q = -2.0 * (per_event.sum(dim=1) + best.fun)
+    # float32 rounding: each log r̂(x_i|θ, θ_ref) and their float64 sum ℓ are rounded to float32 (relative 2⁻²⁴),
+    # so |Δℓ| ≤ 2⁻²⁴ (n max|log r| + |ℓ|) ≤ 2⁻²⁴ · 2n max|log r|; q = −2(ℓ − ℓ̂) carries two of them, doubled
+    largest_log_ratio = float((per_event.max(dim=0).values - per_event.min(dim=0).values).max())
+    rounding = 8 * len(x) * 2.0**-24 * largest_log_ratio
+    assert torch.allclose(result.q.double(), exact_q, atol=rounding, rtol=0), float((result.q - exact_q).abs().max())
+    half_width = (result.interpolated_interval(0.68)[1] - result.interpolated_interval(0.68)[0]) / 2
+    # the MLE to 1% of its statistical error (the 68% half-width): far finer than any interval can see
+    assert float(result.mle) == pytest.approx(best.x, abs=0.01 * half_width)
+
     thresholds = inference.neyman_thresholds(exact, board, grid, 100, level=0.68, n_toys=300, seed=5)
     inner = thresholds[10:31]  # where the toys' maxima lie inside the grid
     assert abs(float(inner.median()) - inference.wilks_threshold(0.68, 1)) < 0.25
@@ -113,21 +140,53 @@ def test_emcee_posterior_matches_the_grid_posterior(board, exact):
     assert 0.2 < chain.acceptance < 0.95
 
 
-def test_c2st_tells_apart_what_differs():
-    a, b = torch.randn(1000, 2), torch.randn(1000, 2)
-    assert inference.c2st(a, b) < 0.56
-    assert inference.c2st(a, b + 1.0) > 0.65
+def test_c2st_is_at_chance_for_one_distribution_and_at_the_bayes_accuracy_for_two():
+    generator = torch.Generator().manual_seed(12)
+    a, b = torch.randn(1000, 2, generator=generator), torch.randn(1000, 2, generator=generator)
+    n = 2000  # every sample is classified once, by a classifier that did not train on it
+    # one distribution: each held-out guess is right with probability 1/2, so accuracy ≈ 1/2 ± √(1/4n)
+    assert inference.c2st(a, b) < 0.5 + 5 * math.sqrt(0.25 / n)
+    # N(0, 1) against N((1, 1), 1): the best classifier cuts the projection on (1, 1)/√2 halfway along the shift
+    # of √2, right with probability Φ(√2/2) = 0.760; no classifier beats it, and a good one reaches it, up to the
+    # binomial error of n held-out guesses
+    bayes = float(stats.norm.cdf(math.sqrt(2) / 2))
+    assert abs(inference.c2st(a, b + 1.0) - bayes) < 5 * math.sqrt(bayes * (1 - bayes) / n)
+
+
+SBC_LEVEL = 1e-3  # significance of the χ² test of uniform ranks: a calibrated posterior fails it once in 1000 seeds
+SBC_DRAWS = 19  # posterior draws per data set: ranks 0…19, pooled into 5 groups of 4 (40 expected per group at 200)
+
+
+def grid_posterior_sampler(exact, prior, width_factor: float = 1.0):
+    """Draws of the exact grid posterior, spread by ``width_factor`` about its exact mean (1: the posterior itself,
+    < 1: too narrow, > 1: too wide), as ``sbc_ranks`` calls them: (x, n, seed) → [n, 1]."""
+    def sampler(x, n, seed):
+        posterior = inference.grid_posterior(exact, x, prior, points=101, n_samples=n, seed=seed)
+        if width_factor == 1.0:
+            return posterior.samples
+        weights = torch.softmax(posterior.grid_log_density.double(), dim=0)
+        mean = (weights[:, None] * posterior.grid.double()).sum(dim=0).float()
+        return mean + width_factor * (posterior.samples - mean)
+    return sampler
 
 
 def test_sbc_ranks_of_the_exact_grid_posterior_are_uniform(board, exact):
     prior = board.default_prior()
-
-    def sampler(x, n, seed):
-        return inference.grid_posterior(exact, x, prior, points=101, n_samples=n, seed=seed).samples
-
-    ranks = inference.sbc_ranks(sampler, board, prior, n_events=20, n_simulations=200, n_posterior_samples=19)
-    fraction = ranks.float() / 19  # uniform on {0, …, 19}/19: mean 1/2, variance 0.0965
+    ranks = inference.sbc_ranks(grid_posterior_sampler(exact, prior), board, prior, n_events=20,
+                                n_simulations=200, n_posterior_samples=SBC_DRAWS)
+    assert float(sbc_uniformity(ranks, SBC_DRAWS, bins=5)[0]) > SBC_LEVEL
+    fraction = ranks.float() / SBC_DRAWS  # uniform on {0, …, 19}/19: mean 1/2, variance 0.0965
     assert abs(float(fraction.mean()) - 0.5) < 5 * math.sqrt(0.0965 / 200)
+
+
+@pytest.mark.parametrize("width_factor", [0.5, 2.0], ids=["too-narrow", "too-wide"])
+def test_sbc_uniformity_rejects_a_posterior_too_narrow_or_too_wide(board, exact, width_factor):
+    """Both keep the mean rank at 1/2 (the truth is as often below as above), so only the shape of the rank
+    histogram tells them: a U (truths outside the draws) or a hump (truths among the central draws)."""
+    prior = board.default_prior()
+    ranks = inference.sbc_ranks(grid_posterior_sampler(exact, prior, width_factor), board, prior, n_events=20,
+                                n_simulations=100, n_posterior_samples=SBC_DRAWS)
+    assert float(sbc_uniformity(ranks, SBC_DRAWS, bins=5)[0]) < SBC_LEVEL
 
 
 def test_variational_posterior_agrees_with_the_grid_for_a_trained_estimator(board):

@@ -2,7 +2,7 @@
 Fisher information, posteriors and diagnostics: numbers only (figures: ``sluice.plots``). Names here are public
 (docs/inference.md)."""
 
-from .diagnostics import Coverage, c2st, closure_test, coverage, sbc_ranks
+from .diagnostics import Coverage, c2st, closure_test, coverage, sbc_ranks, sbc_uniformity
 from .exact import ExactLikelihood
 from .fisher import FisherInformation, exact_fisher_information, fisher_information
 from .neyman import neyman_thresholds, profile_scan
@@ -12,6 +12,6 @@ from .scans import Scan, asimov_scan, make_grid, maximum_likelihood, scan, wilks
 __all__ = [
     "Coverage", "ExactLikelihood", "FisherInformation", "Posterior", "Scan", "asimov_scan", "c2st", "closure_test",
     "coverage", "exact_fisher_information", "fisher_information", "grid_posterior", "log_posterior", "make_grid",
-    "maximum_likelihood", "mcmc_posterior", "neyman_thresholds", "profile_scan", "sbc_ranks", "scan",
+    "maximum_likelihood", "mcmc_posterior", "neyman_thresholds", "profile_scan", "sbc_ranks", "sbc_uniformity", "scan",
     "variational_posterior", "wilks_threshold",
 ]
