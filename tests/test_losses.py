@@ -98,3 +98,43 @@ def test_clipping_bounds_extreme_targets():
     huge = torch.tensor([500.0, -500.0])
     assert torch.isfinite(losses.rolr_loss(torch.zeros(2), huge, torch.tensor([1.0, 0.0]), clip=20.0))
     assert torch.isfinite(losses.alice_loss(torch.zeros(2), huge))
+
+
+def test_rolr_row_is_squared_error_of_r_at_theta1_and_of_one_over_r_at_theta0():
+    # r̂ = 2 against r(x,z) = 1: a row drawn at θ1 (y = 1) costs (2 − 1)² = 1, one drawn at θ0 (1/2 − 1)² = 1/4
+    log_r_hat = torch.full((2,), math.log(2.0), dtype=torch.float64)
+    log_r_xz, y = torch.zeros(2, dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64)
+    assert float(losses.rolr_loss(log_r_hat, log_r_xz, y)) == pytest.approx((1.0 + 0.25) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("y", [0.0, 1.0])
+@pytest.mark.parametrize("beyond", [25.0, -25.0])
+def test_rolr_clips_both_log_ratios_at_plus_minus_20_by_default(beyond, y):
+    def loss(log_r_hat, log_r_xz, **clip):
+        as_row = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+        return float(losses.rolr_loss(as_row(log_r_hat), as_row(log_r_xz), as_row(y), **clip))
+
+    edge = math.copysign(20.0, beyond)
+    assert loss(beyond, 0.0) == loss(edge, 0.0)  # the prediction log r̂ is clipped ...
+    assert loss(0.0, beyond) == loss(0.0, edge)  # ... and so is the target log r(x,z)
+    # with y = 1 only the r̂ term counts, with y = 0 only the 1/r̂ term: where that term is ~e^{±2·25}, the clip shows
+    if (beyond > 0) == (y == 1):
+        assert loss(beyond, 0.0, clip=30.0) != loss(edge, 0.0), "the comparison must be able to see a clip"
+
+
+@pytest.mark.parametrize("beyond", [25.0, -25.0])
+def test_alice_clips_the_soft_label_target_at_plus_minus_20_by_default(beyond):
+    # the loss moves with the soft label s at the rate ∂L/∂s = log r̂, so a far prediction (log r̂ = 30, float64)
+    # separates s = σ(∓20) from s = σ(∓25) (they differ by ~2e-9, far above float64 rounding)
+    log_r_hat = torch.tensor([30.0], dtype=torch.float64)
+    target = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
+    at_edge = float(losses.alice_loss(log_r_hat, target(math.copysign(20.0, beyond))))
+    assert float(losses.alice_loss(log_r_hat, target(beyond))) == at_edge
+    assert float(losses.alice_loss(log_r_hat, target(beyond), clip=30.0)) != at_edge, "the clip must be visible"
+
+
+def test_score_loss_moves_the_weight_to_the_device_of_the_predictions():
+    # predictions on the "meta" device stand in for a GPU: a weight left on the CPU could not multiply them
+    t_hat = torch.zeros(3, 2, device="meta")
+    loss = losses.score_loss(t_hat, torch.zeros(3, 2, device="meta"), weight=torch.tensor([1.0, 2.0]))
+    assert loss.device.type == "meta" and loss.shape == ()
