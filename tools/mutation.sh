@@ -29,7 +29,7 @@ venv_python="$repo/.venv/bin/python"
 mutated=(src/sluice/estimators/losses.py src/sluice/estimators/score_term.py src/sluice/mining/joint.py
          src/sluice/inference/scans.py)
 tests=(tests/test_losses.py tests/test_score_term.py tests/test_mutants_score_term.py tests/test_mining.py
-       tests/test_profiling.py)
+       tests/test_profiling.py tests/test_scan_regions.py)
 
 # 1. mutmut into the project's venv (a development tool: not a dependency of sluice)
 "$venv_python" -c "import mutmut" 2>/dev/null || "$venv_python" -m pip install --quiet "mutmut==3.8.1"
