@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sluice.inference import Scan, make_grid, wilks_threshold
+from sluice.inference import Scan, make_grid, scan, wilks_threshold
 
 
 def quadratic_scan(centre: float = 0.3, width: float = 0.2, points: int = 401, low=-1.0, high=1.0) -> Scan:
@@ -76,3 +76,32 @@ def test_interval_of_an_empty_region_is_nan_and_two_parameter_scans_refuse_inter
     two = Scan(make_grid([0.0, 0.0], [1.0, 1.0], 3), torch.zeros(9), torch.zeros(2), 0.0, 1.0)
     with pytest.raises(ValueError, match="one-parameter"):
         two.interpolated_interval()
+
+
+class UnitGaussian:
+    """An exact "estimator": x ~ N(μ, 1), log r(x|μ0, μ1) = [(x − μ1)² − (x − μ0)²] / 2."""
+
+    parameter_names_ = ("mu",)
+
+    def log_ratio(self, x, theta0, theta1):
+        x = torch.as_tensor(x, dtype=torch.float32).reshape(len(x), -1)[:, 0]
+        return ((x - theta1[..., 0]) ** 2 - (x - theta0[..., 0]) ** 2) / 2
+
+
+def test_weighted_scan_equals_the_scan_of_repeated_events():
+    x = torch.tensor([[0.1], [0.7], [-0.2]])
+    weights = torch.tensor([2.0, 1.0, 3.0])
+    repeated = x.repeat_interleave(weights.long(), dim=0)
+    grid = torch.linspace(-1.0, 1.0, 41)  # a [G] grid is read as one parameter
+    weighted, plain = scan(UnitGaussian(), x, grid, weights=weights), scan(UnitGaussian(), repeated, grid)
+    assert weighted.grid.shape == (41, 1) and weighted.parameter_names == ("mu",)
+    assert weighted.n_events == 6.0 == plain.n_events
+    assert torch.allclose(weighted.q, plain.q, atol=1e-4)
+    # the refined MLE of N(μ, 1) is the weighted mean, off the grid
+    mean = float((weights * x[:, 0]).sum() / weights.sum())
+    assert float(weighted.mle[0]) == pytest.approx(mean, abs=1e-3)
+    assert float(plain.mle[0]) == pytest.approx(mean, abs=1e-3)
+    assert weighted.max_log_likelihood_ratio >= float(weighted.log_likelihood_ratio.max())
+    unrefined = scan(UnitGaussian(), x, grid, weights=weights, refine=False)
+    assert float(unrefined.mle[0]) in grid.tolist() and unrefined.max_log_likelihood_ratio == pytest.approx(
+        float(unrefined.log_likelihood_ratio.max()))
