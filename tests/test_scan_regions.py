@@ -1,12 +1,13 @@
 """Scan's regions and intervals, on log-likelihood curves whose answers are known in closed form."""
 
 import math
+import warnings
 
 import pytest
 import torch
 from scipy import stats
 
-from sluice.inference import Scan, make_grid, scan, wilks_threshold
+from sluice.inference import Scan, make_grid, maximum_likelihood, scan, wilks_threshold
 
 
 def quadratic_scan(centre: float = 0.3, width: float = 0.2, points: int = 401, low=-1.0, high=1.0) -> Scan:
@@ -105,3 +106,15 @@ def test_weighted_scan_equals_the_scan_of_repeated_events():
     unrefined = scan(UnitGaussian(), x, grid, weights=weights, refine=False)
     assert float(unrefined.mle[0]) in grid.tolist() and unrefined.max_log_likelihood_ratio == pytest.approx(
         float(unrefined.log_likelihood_ratio.max()))
+
+
+def test_a_maximum_beyond_the_box_stops_at_its_edge_without_a_warning():
+    x = torch.full((20, 1), 0.9) + torch.linspace(-0.1, 0.1, 20)[:, None]  # mean 0.9: the maximum lies beyond 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converging is not an iteration limit: no RuntimeWarning
+        theta, value = maximum_likelihood(UnitGaussian(), x, torch.tensor([0.0]), [(-0.5, 0.5)], torch.zeros(1))
+        inside, _ = maximum_likelihood(UnitGaussian(), x - 0.8, torch.tensor([0.4]), [(-0.5, 0.5)], torch.zeros(1))
+    assert float(theta[0]) == pytest.approx(0.5, abs=1e-6)
+    at_edge = UnitGaussian().log_ratio(x, torch.full((20, 1), 0.5), torch.zeros(20, 1)).sum()
+    assert value == pytest.approx(float(at_edge), rel=1e-5)
+    assert float(inside[0]) == pytest.approx(0.1, abs=1e-3)
