@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the losses, the score term and the mining code (docs/design.md, "Mutation testing").
+# Mutation testing of the losses, the score term, the mining code and the scans (docs/design.md, "Mutation testing").
 #
 #   tools/mutation.sh [SCRATCH]        SCRATCH: a throwaway folder, /tmp/mutation by default (it is deleted first)
 #
@@ -8,8 +8,9 @@
 # gives the counts per file and the diff of each survivor. The shared working tree is never touched: src/ and tests/
 # are copied (as they are now, committed or not) into a clone in SCRATCH, and the run happens there.
 #
-# Time: about 2 minutes on the 2-core development machine shared with other jobs (1 min 43 s in all, of which
-# the mutmut run of the 361 mutants took 78 s with one worker): mutmut imports torch and the tests once and forks
+# Time: about 2 minutes for the losses, score term and mining (1 min 43 s in all, of which
+# the mutmut run of their 361 mutants took 78 s with one worker), plus about 10 minutes for the 481 mutants of
+# inference/scans.py, whose tests run optimisers: mutmut imports torch and the tests once and forks
 # per mutant, and pytest stops at a mutant's first failing test.
 #
 # Two traps, both handled below:
