@@ -22,10 +22,7 @@ Rows stream into benchmarks/results/compare_sbi.csv; a rerun skips the rows alre
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import io
-import math
 import os
 import statistics
 import time
@@ -38,7 +35,7 @@ AUGMENTED = ("SCANDAL", "ALICES", "AugmentedNPE")
 TASK_NAMES = ("mixture", "hierarchical", "galton")
 NOT_APPLICABLE = {("galton", "sbi NLE")}  # a continuous flow on a discrete x has no proper density (MNLE's job)
 FIELDS = ("task", "method", "n", "seed", "c2st", "c2st_each", "nmse", "fit_seconds", "infer_seconds", "epochs")
-N_OBSERVATIONS, N_POSTERIOR, N_PAIRS, STEPS = 5, 1000, 2000, 6000
+N_OBSERVATIONS, N_POSTERIOR, N_PAIRS = 5, 1000, 2000
 
 _tasks: dict = {}
 
@@ -77,63 +74,10 @@ class Task:
         return float(((predicted - self.exact) ** 2).mean() / self.exact.var())
 
 
-class SbiSurrogate:
-    """A trained sbi network behind the two calls the benchmark needs: ``log_ratio`` and, for NPE, ``sample``."""
-
-    def __init__(self, kind: str, network, posterior, parameter_names):
-        self.kind, self.network, self.posterior = kind, network, posterior
-        self.parameter_names_ = tuple(parameter_names)
-
-    def log_ratio(self, x, theta0, theta1):
-        import torch
-
-        x = torch.as_tensor(x, dtype=torch.float32)
-        theta0, theta1 = (torch.as_tensor(t, dtype=torch.float32).expand(x.shape[0], -1) for t in (theta0, theta1))
-        parts = []
-        with torch.no_grad():
-            for start in range(0, x.shape[0], 20_000):
-                a, b, c = (t[start:start + 20_000] for t in (x, theta0, theta1))
-                if self.kind == "sbi NLE":  # log q(x|θ)
-                    parts.append(self.network.log_prob(a[None], condition=b)[0] - self.network.log_prob(a[None],
-                                                                                                     condition=c)[0])
-                elif self.kind == "sbi NRE":  # the classifier's logit is log r(x|θ) up to a function of x
-                    parts.append(self.network(b, a) - self.network(c, a))
-                else:  # log q(θ|x); a flat prior cancels
-                    parts.append(self.network.log_prob(b[None], condition=a)[0] - self.network.log_prob(c[None],
-                                                                                                      condition=a)[0])
-        return torch.cat(parts)
-
-    def sample(self, x, n: int, seed: int = 0):
-        import torch
-
-        torch.manual_seed(seed)
-        return self.posterior.sample((n,), x=x.reshape(1, -1), show_progress_bars=False)
-
-
-class SilentTracker:
-    """An sbi tracker that records nothing (sbi's default writes TensorBoard logs into ./sbi-logs)."""
-
-    log_dir = None
-
-    def log_metric(self, *args, **kwargs) -> None:
-        pass
-
-    log_metrics = log_params = add_figure = flush = log_metric
-
-
 def fit_sbi(method: str, task: Task, data, seed: int):
-    import torch
-    from sbi.inference import NLE_A, NPE_C, NRE_B
+    from sluice.app.benchmarks.peers import fit_sbi as fit
 
-    trainer = {"sbi NPE": NPE_C, "sbi NLE": NLE_A, "sbi NRE": NRE_B}[method](
-        prior=task.prior, show_progress_bars=False, tracker=SilentTracker())
-    torch.manual_seed(seed)
-    trainer.append_simulations(data.theta, data.x)
-    batches = math.ceil(0.9 * len(data) / 200)  # sbi's defaults: 10% validation, batch 200
-    with contextlib.redirect_stdout(io.StringIO()):  # sbi prints "converged after N epochs"
-        network = trainer.train(max_num_epochs=math.ceil(STEPS / batches), show_train_summary=False)
-    posterior = trainer.build_posterior(network) if method == "sbi NPE" else None
-    return SbiSurrogate(method, network, posterior, data.parameter_names), trainer.summary["epochs_trained"][-1]
+    return fit(method, data, task.prior, seed)
 
 
 def run_one(task_name: str, method: str, n: int, seed: int) -> dict:

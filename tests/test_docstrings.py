@@ -24,7 +24,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # the top-level package a module may miss → the extra of sluice-sbi that installs it
 OPTIONAL_EXTRAS = {"pyro": "pyro", "dask": "dask", "distributed": "dask", "arviz": "arviz", "sbi": "bench"}
 PUBLIC_ESTIMATORS = ("CARL", "ROLR", "RASCAL", "CASCAL", "ALICE", "ALICES", "SALLY", "SALLINO", "NDE", "SCANDAL",
-                     "NPE", "AugmentedNPE", "Ensemble")
+                     "NPE", "AugmentedNPE", "Ensemble", "Auto")
 
 
 def module_names() -> list[str]:

@@ -191,7 +191,8 @@ def estimator_class(name: str) -> type:
     """An estimator class of ``sluice.estimators`` by name, any case (ALICES, alices, …)."""
     from .. import estimators
 
-    names = [n for n in estimators.__all__ if n not in ("Estimator", "Ensemble", "load")]
+    # the composites (Ensemble, Auto) are built in Python, not trained by `sluice train`
+    names = [n for n in estimators.__all__ if n not in ("Estimator", "Ensemble", "Auto", "load")]
     by_name = {n.lower(): getattr(estimators, n) for n in names}
     if name.lower() not in by_name:
         raise ValueError(f"unknown method {name!r}: use one of {', '.join(names)}")
@@ -336,27 +337,54 @@ def check(simulator, prior, n, seed):
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["galton", "mixture"]))
-@click.option("--budgets", default="200,1000,10000", show_default=True, help="Training simulations, comma-separated.")
+@click.argument("name", type=click.Choice(["galton", "mixture", "suite"]))
+@click.option("--budgets", default=None, help="Training simulations, comma-separated [default: 200,1000,10000; "
+              "suite: 100,1000,10000].")
 @click.option("--seeds", type=int, default=5, show_default=True, help="Seeds per method and budget.")
-@click.option("--methods", default=None, help="Comma-separated estimator names (default: all ten).")
+@click.option("--methods", default=None, help="Comma-separated estimator names (default: all ten; suite: also Auto, "
+              "and sbi's NRE and NLE where sbi is installed).")
+@click.option("--tasks", default=None, help="suite only: comma-separated task names (default: the whole suite).")
 @click.option("--out", "out_dir", default="benchmark-results", show_default=True, help="Folder for CSV, table, plot.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes running fits at once.")
 @one_line_errors
-def benchmark(name, budgets, seeds, methods, out_dir, workers):
+def benchmark(name, budgets, seeds, methods, tasks, out_dir, workers):
     """Sample efficiency of every method against the exact likelihood (CSV, Markdown table, PNG plot).
 
-    Rows already in OUT/NAME.csv are kept and skipped, so an interrupted run resumes.
+    NAME: galton or mixture (their published settings), or suite (every task of docs/tasks.md, scored by the
+    normalised MSE of log r̂). Rows already in OUT/NAME.csv are kept and skipped, so an interrupted run resumes.
     """
     from .benchmarks import sample_efficiency
 
+    report = lambda line: click.echo(line, err=True)  # noqa: E731
+    if name == "suite":
+        from .benchmarks import suite
+
+        known = sample_efficiency.METHODS + ("Auto",) + suite.PEERS
+        chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS + ("Auto",) + \
+            suite.available_peers()
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {list(known)}")
+        if set(chosen) & set(suite.PEERS) and not suite.available_peers():
+            raise ValueError("sbi's NRE and NLE need sbi: pip install 'sluice-sbi[bench]'")
+        names = tuple(tasks.split(",")) if tasks else suite.SUITE
+        unknown = sorted(set(names) - set(suite.SUITE))
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; the suite has {list(suite.SUITE)}")
+        sizes = tuple(int(v) for v in parse_vector(budgets or "100,1000,10000"))
+        os.makedirs(out_dir, exist_ok=True)
+        rows = suite.run_jobs(suite.suite_jobs(names, chosen, sizes, seeds), os.path.join(out_dir, "suite.csv"),
+                              workers=workers, report=report)
+        click.echo(suite.report_files([r for r in rows if r["config"] == "default"], out_dir))
+        return
+    if tasks:
+        raise ValueError("--tasks is for the suite only")
     chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS
-    unknown = sorted(set(chosen) - set(sample_efficiency.METHODS))
+    unknown = sorted(set(chosen) - set(sample_efficiency.CHOICES))
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(sample_efficiency.METHODS)}")
-    sizes = tuple(int(v) for v in parse_vector(budgets))
-    rows = sample_efficiency.run(name, chosen, sizes, seeds, out_dir, workers=workers,
-                                 report=lambda line: click.echo(line, err=True))
+        raise ValueError(f"unknown methods {unknown}; choose from {list(sample_efficiency.CHOICES)}")
+    sizes = tuple(int(v) for v in parse_vector(budgets or "200,1000,10000"))
+    rows = sample_efficiency.run(name, chosen, sizes, seeds, out_dir, workers=workers, report=report)
     click.echo(sample_efficiency.report_files(name, rows, out_dir))
 
 

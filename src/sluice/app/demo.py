@@ -250,4 +250,4 @@ def run_demo(out_dir: str, settings: DemoSettings = DEFAULT, progress: bool | No
 def _known_methods() -> set[str]:
     from .. import estimators
 
-    return set(estimators.__all__) - {"Estimator", "Ensemble", "load", "SALLY", "SALLINO"}
+    return set(estimators.__all__) - {"Estimator", "Ensemble", "Auto", "load", "SALLY", "SALLINO"}

@@ -1,5 +1,6 @@
 """Estimators of the likelihood ratio, the score, the likelihood and the posterior (docs/theory.md)."""
 
+from .auto import Auto
 from .base import Estimator, load
 from .ensemble import Ensemble
 from .likelihood import NDE, SCANDAL
@@ -8,4 +9,4 @@ from .ratio import ALICE, ALICES, CARL, CASCAL, RASCAL, ROLR
 from .score import SALLINO, SALLY
 
 __all__ = ["Estimator", "Ensemble", "load", "CARL", "ROLR", "ALICE", "CASCAL", "RASCAL", "ALICES", "NDE", "SCANDAL",
-           "SALLY", "SALLINO", "NPE", "AugmentedNPE"]
+           "SALLY", "SALLINO", "NPE", "AugmentedNPE", "Auto"]

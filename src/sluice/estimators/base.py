@@ -34,11 +34,13 @@ class Estimator:
 
     Arguments every estimator takes (keywords):
 
-    - ``hidden`` ((64, 64)): widths of the hidden layers; ``activation`` ("silu"; smooth, since score terms
+    - ``hidden`` ((64, 64, 64)): widths of the hidden layers; ``activation`` ("silu"; smooth, since score terms
       train θ-gradients);
-    - ``learning_rate`` (1e-3), ``batch_size`` (128), ``epochs`` (None: about 6000 optimiser steps, between
-      20 and 2000 epochs), ``patience`` (None: max(20, epochs/10) epochs without a better validation loss
-      before stopping early; the best weights are kept), ``clip_grad_norm`` (10);
+    - ``learning_rate`` (1e-3), ``schedule`` ("cosine": the rate decays along a cosine over the epochs to 1e-5;
+      "plateau": halved whenever the validation loss stalls), ``batch_size`` (128), ``steps`` (6000) and
+      ``epochs`` (None: enough epochs for ``steps`` optimiser steps, between 20 and 2000), ``patience`` (None:
+      max(20, epochs/10) epochs without a better validation loss before stopping early; the best weights are
+      kept), ``clip_grad_norm`` (10);
     - ``threads`` (1: small networks train faster on one thread), ``device`` ("cpu", "cuda", "cuda:1", "mps").
 
     Subclasses set ``needs`` (the data fields their main loss reads; ``uses_score`` adds the joint scores) and
@@ -70,9 +72,9 @@ class Estimator:
         super().__init_subclass__(**kwargs)
         REGISTRY[cls.__name__] = cls
 
-    def __init__(self, hidden: tuple[int, ...] = (64, 64), activation: str = "silu", learning_rate: float = 1e-3,
+    def __init__(self, hidden: tuple[int, ...] = (64, 64, 64), activation: str = "silu", learning_rate: float = 1e-3,
                  batch_size: int = 128, epochs: int | None = None, patience: int | None = None,
-                 clip_grad_norm: float = 10.0,
+                 clip_grad_norm: float = 10.0, schedule: str = "cosine", steps: int = 6000,
                  threads: int = 1, device: str = "cpu"):
         self.hidden = tuple(hidden)
         self.activation = activation
@@ -81,6 +83,10 @@ class Estimator:
         self.epochs = epochs
         self.patience = patience
         self.clip_grad_norm = clip_grad_norm
+        if schedule not in ("cosine", "plateau"):
+            raise ValueError(f"{type(self).__name__}: schedule must be 'cosine' or 'plateau', got {schedule!r}")
+        self.schedule = schedule
+        self.steps = int(steps)
         self.threads = threads
         self.device = str(device)
 
@@ -141,7 +147,7 @@ class Estimator:
                 self.info_ = self._describe(statistics)
                 self.model_ = self._make_model(self.info_)
                 self._prepare(statistics)
-                epochs = int(epochs or self.epochs or default_epochs(len(training), batch_size))
+                epochs = int(epochs or self.epochs or default_epochs(len(training), batch_size, self.steps))
                 patience = self.patience or max(20, epochs // 10)  # about 600 optimiser steps by default
                 rows = BlockRows(training, self._tensors) if on_disk else _moved(self._tensors(training), device)
                 held_out = None if validation is None else \
@@ -151,7 +157,8 @@ class Estimator:
                     self.history_ = train(
                         self.model_, self._loss, rows, held_out,
                         epochs=epochs, batch_size=batch_size, learning_rate=self.learning_rate, patience=patience,
-                        clip_grad_norm=self.clip_grad_norm, seed=seeds.batches, progress=progress,
+                        clip_grad_norm=self.clip_grad_norm, schedule=self.schedule, seed=seeds.batches,
+                        progress=progress,
                         description=f"training {type(self).__name__}", device=device)
                 finally:
                     self.model_.cpu()

@@ -60,8 +60,10 @@ class Potential(nn.Module):
         return self.body(torch.cat([self.x_scale(x), self.theta_scale(theta)], dim=1))[:, 0]
 
     def pair(self, x: torch.Tensor, theta0: torch.Tensor, theta1: torch.Tensor):
-        """(g(x, θ0), g(x, θ1)); a network with an expensive x-part (``ConvPotential``) shares it between both."""
-        return self(x, theta0), self(x, theta1)
+        """(g(x, θ0), g(x, θ1)) from one pass over the stacked rows (half the per-call overhead of two); a network
+        with an expensive x-part (``ConvPotential``) shares it between both."""
+        both = self(torch.cat([x, x]), torch.cat([theta0, theta1]))
+        return both[:x.shape[0]], both[x.shape[0]:]
 
 
 class ScoreNet(nn.Module):

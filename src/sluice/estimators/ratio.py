@@ -28,9 +28,10 @@ class RatioEstimator(ScoreTermOptions, PotentialPredictions, Estimator):
     - ``network``: "mlp" (``networks.Potential`` on standardised x), "conv" (``conv_networks.ConvPotential``, a
       residual encoder with ``channels`` and θ joined after it) or "auto" (the default): "conv" where x is an
       image, else "mlp". ``norm``: "batch" (the default) or "none", batch normalisation in the conv encoder.
-    - ``hidden`` ((64, 64)), ``activation`` ("silu"), ``learning_rate`` (1e-3), ``batch_size`` (128),
-      ``epochs`` (None: about 6000 optimiser steps, early stopping), ``patience``, ``clip_grad_norm``,
-      ``threads`` (1), ``device`` ("cpu"): the network and its training (``Estimator``).
+    - ``hidden`` ((64, 64, 64)), ``activation`` ("silu"), ``learning_rate`` (1e-3), ``schedule`` ("cosine"),
+      ``batch_size`` (128), ``steps`` (6000) and ``epochs`` (None: enough for ``steps`` optimiser steps, with early
+      stopping), ``patience``, ``clip_grad_norm``, ``threads`` (1), ``device`` ("cpu"): the network and its
+      training (``Estimator``). These defaults were chosen on the task suite (docs/benchmarks.md).
 
     Arguments a class does not use (``alpha`` on CARL, ``clip_log_r`` on CARL) are ignored with a warning.
     """

@@ -10,10 +10,15 @@ from .lotka_volterra import LotkaVolterra
 from .mixture import GaussianMixture
 from .particle_toy import ParticleToy
 from .pyro import from_pyro
+from .suite import SLCP, GammaShapeMixture, OverdispersedCounts, RotatedLinear, StudentT, UniformWidth
 
 __all__ = ["Simulator", "from_pyro", "priors", "morphing", "GaltonBoard", "GaussianMixture", "LotkaVolterra",
-           "Lensing", "ParticleToy", "HierarchicalGaussian", "BUILT_IN"]
+           "Lensing", "ParticleToy", "HierarchicalGaussian", "StudentT", "RotatedLinear",
+           "OverdispersedCounts", "UniformWidth", "GammaShapeMixture", "SLCP", "BUILT_IN"]
 
 BUILT_IN = {"galton": GaltonBoard, "mixture": GaussianMixture, "lotka_volterra": LotkaVolterra,
             "lensing": Lensing, "particle_toy": ParticleToy,
-            "hierarchical": HierarchicalGaussian}
+            "hierarchical": HierarchicalGaussian,
+            # the benchmark task suite (docs/tasks.md): sluice.simulators.suite.SUITE_SIMULATORS
+            "student_t": StudentT, "linear20": RotatedLinear, "counts": OverdispersedCounts, "support": UniformWidth,
+            "shape": GammaShapeMixture, "slcp": SLCP}

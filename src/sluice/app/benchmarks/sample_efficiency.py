@@ -13,6 +13,7 @@ from multiprocessing import get_context
 
 METHODS = ("CARL", "NDE", "ROLR", "ALICE", "CASCAL", "RASCAL", "ALICES", "SCANDAL", "SALLY", "SALLINO")
 BLACK_BOX = ("CARL", "NDE")
+CHOICES = METHODS + ("Auto",)  # what `sluice benchmark galton|mixture --methods` accepts
 FIELDS = ("task", "method", "n", "seed", "error", "fit_seconds", "epochs")
 
 _tasks: dict = {}
@@ -31,8 +32,9 @@ def run_one(task_name: str, method: str, n: int, seed: int) -> dict:
     started = time.perf_counter()
     estimator = getattr(estimators, method)().fit(data, seed=seed, progress=False)
     seconds = time.perf_counter() - started
+    history = getattr(estimator, "history_", None)  # Auto has one per member, not its own
     return {"task": task_name, "method": method, "n": n, "seed": seed, "error": task.error(estimator),
-            "fit_seconds": round(seconds, 2), "epochs": len(estimator.history_.train_loss)}
+            "fit_seconds": round(seconds, 2), "epochs": len(history.train_loss) if history is not None else -1}
 
 
 def read_results(path: str) -> list[dict]:
@@ -81,7 +83,7 @@ def summary(rows: list[dict]) -> dict:
 def markdown_table(rows: list[dict], metric: str, trivial: float) -> str:
     stats = summary(rows)
     budgets = sorted({n for _, n in stats})
-    methods = [m for m in METHODS if any((m, n) in stats for n in budgets)]
+    methods = [m for m in CHOICES if any((m, n) in stats for n in budgets)]
     lines = [f"{metric}; median over seeds [min – max]; trivial log r̂ ≡ 0 scores {trivial:.4g}.", "",
              "| method | " + " | ".join(f"N = {n:,}" for n in budgets) + " | fit s (largest N) |",
              "|---" * (len(budgets) + 2) + "|"]
@@ -102,7 +104,7 @@ def markdown_table(rows: list[dict], metric: str, trivial: float) -> str:
 def goals(rows: list[dict], small: int = 1000, large: int = 10_000) -> str:
     """The issue's goals read off the medians: best augmented at ``small`` against the best black box at ``large``."""
     stats = summary(rows)
-    augmented = {m: stats[(m, small)][0] for m in METHODS if m not in BLACK_BOX and (m, small) in stats}
+    augmented = {m: stats[(m, small)][0] for m in CHOICES if m not in BLACK_BOX and (m, small) in stats}
     black_box = {m: stats[(m, large)][0] for m in BLACK_BOX if (m, large) in stats}
     if not augmented or not black_box:
         return "goals: not enough budgets run to judge"
@@ -123,7 +125,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
     stats = summary(rows)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for method in METHODS:
+    for method in CHOICES:
         budgets = sorted(n for m, n in stats if m == method)
         if not budgets:
             continue
