@@ -56,6 +56,15 @@ def settings_for(method: str, config: str) -> dict:
     return settings
 
 
+def describe(settings: dict) -> str:
+    """A configuration in one short line: 3×64, lr 1e-3, cosine, 6000 steps, batch 128 (α, units where set)."""
+    hidden = settings["hidden"]
+    text = (f"{len(hidden)}×{hidden[0]}, lr {settings['learning_rate']:g}, {settings['schedule']}, "
+            f"{settings['steps']} steps, batch {settings['batch_size']}")
+    extras = {"alpha": "α {}", "scale_free": "scale_free={}", "activation": "{}", "patience": "patience {}"}
+    return text + "".join(f", {form.format(settings[key])}" for key, form in extras.items() if key in settings)
+
+
 def relative_table(rows: list[dict], configs: list[str]) -> str:
     """Per configuration: median [min – max] over (task, method, seed) of error / best error on that cell."""
     cells: dict = {}
@@ -68,9 +77,8 @@ def relative_table(rows: list[dict], configs: list[str]) -> str:
         ratios = [cell[config]["error"] / min(cell[c]["error"] for c in configs) for cell in complete.values()]
         seconds = [cell[config]["fit_seconds"] for cell in complete.values()]
         if ratios:
-            changed = {k: v for k, v in CONFIGS[config].items() if BASE.get(k) != v} if config != "base" else BASE
-            lines.append(f"| {config} | {changed} | {statistics.median(ratios):.3f} | {min(ratios):.3f} | "
-                         f"{max(ratios):.3f} | {statistics.median(seconds):.1f} |")
+            lines.append(f"| {config} | {describe(CONFIGS[config])} | {statistics.median(ratios):.3f} | "
+                         f"{min(ratios):.3f} | {max(ratios):.3f} | {statistics.median(seconds):.1f} |")
     return "\n".join(lines)
 
 

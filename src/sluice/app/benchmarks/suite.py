@@ -86,20 +86,36 @@ def fit_method(method: str, data, seed: int, settings: dict | None = None, prior
 
 
 def run_one(task_name: str, method: str, n: int, seed: int, config: str = "default",
-            settings: dict | None = None) -> dict:
+            settings: dict | None = None) -> list[dict]:
     """Simulate n runs (data seed = ``seed``), fit ``method`` with ``settings`` (the defaults where None) and
-    score it on the task's test set."""
+    score it on the task's test set: one row, or for Auto with its default candidates also one row per candidate
+    (each fitted exactly as on its own: the same data, seed and defaults)."""
     import warnings
 
     warnings.filterwarnings("ignore")  # a benchmark row is a number: the warnings are the tests' business
     torch.set_num_threads(1)
     the_task = task(task_name)
     data = the_task.training_data(method, n, seed)
+    row = {"task": task_name, "config": config, "n": n, "seed": seed}
+    if method == "Auto" and not settings:
+        from ... import estimators
+        from ...estimators.auto import DEFAULT_CANDIDATES
+
+        members = [getattr(estimators, name)() for name in DEFAULT_CANDIDATES]
+        started = time.perf_counter()
+        auto = estimators.Auto(candidates=members).fit(data, seed=seed, progress=False)
+        seconds = time.perf_counter() - started
+        rows = [{**row, "method": "Auto", "error": round(the_task.error(auto), 6), "fit_seconds": round(seconds, 2),
+                 "epochs": -1}]
+        for member, record in zip(members, auto.selection_, strict=True):
+            rows.append({**row, "method": record["name"], "error": round(the_task.error(member), 6),
+                         "fit_seconds": round(record["fit_seconds"], 2), "epochs": record["epochs"]})
+        return rows
     started = time.perf_counter()
     estimator, epochs = fit_method(method, data, seed, settings, the_task.prior)
     seconds = time.perf_counter() - started
-    return {"task": task_name, "method": method, "config": config, "n": n, "seed": seed,
-            "error": round(the_task.error(estimator), 6), "fit_seconds": round(seconds, 2), "epochs": epochs}
+    return [{**row, "method": method, "error": round(the_task.error(estimator), 6), "fit_seconds": round(seconds, 2),
+             "epochs": epochs}]
 
 
 def read_results(path: str) -> list[dict]:
@@ -126,11 +142,14 @@ def run_jobs(jobs: list[tuple], path: str, workers: int = 2, report=print) -> li
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futures = [pool.submit(run_one, *job) for job in todo]
             for k, future in enumerate(futures, 1):
-                row = future.result()
-                writer.writerow(row)
-                file.flush()
-                report(f"[{k}/{len(todo)}] {row['task']:12s} {row['method']:8s} {row['config']:10s} n={row['n']:6d} "
-                       f"seed={row['seed']} error={row['error']:.5f} ({row['fit_seconds']:.1f} s)")
+                for row in future.result():
+                    if (row["task"], row["method"], row["n"], row["seed"], row["config"]) in done:
+                        continue  # a candidate of Auto already run on its own
+                    done.add((row["task"], row["method"], row["n"], row["seed"], row["config"]))
+                    writer.writerow(row)
+                    file.flush()
+                    report(f"[{k}/{len(todo)}] {row['task']:12s} {row['method']:8s} {row['config']:10s} "
+                           f"n={row['n']:6d} seed={row['seed']} error={row['error']:.5f} ({row['fit_seconds']:.1f} s)")
     return read_results(path)
 
 
@@ -144,9 +163,14 @@ def available_peers() -> tuple[str, ...]:
 
 
 def suite_jobs(tasks, methods, budgets, seeds) -> list[tuple]:
-    """Every (task, method, budget, seed), the largest budgets first so a pool of workers drains evenly."""
+    """Every (task, method, budget, seed), the largest budgets first so a pool of workers drains evenly. Auto comes
+    first in a cell and its default candidates (ALICES, SCANDAL) are left out when it runs: its job writes their rows
+    too, from the very same fits."""
+    from ...estimators.auto import DEFAULT_CANDIDATES
+
     jobs = [(t, m, n, s) for n in budgets for s in range(seeds) for t in tasks for m in methods
-            if not (m == "sbi NLE" and t == "galton")]  # a flow on a 1-D discrete x has no density (MNLE's job)
+            if not (m == "sbi NLE" and t == "galton")  # a flow on a 1-D discrete x has no density (MNLE's job)
+            and not ("Auto" in methods and m in DEFAULT_CANDIDATES)]
     return sorted(jobs, key=lambda job: -job[2])
 
 
