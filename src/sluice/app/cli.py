@@ -362,15 +362,11 @@ def benchmark(name, budgets, seeds, methods, tasks, out_dir, workers):
         known = sample_efficiency.METHODS + ("Auto",) + suite.PEERS
         chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS + ("Auto",) + \
             suite.available_peers()
-        unknown = sorted(set(chosen) - set(known))
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {list(known)}")
+        refuse_unknown("methods", chosen, known)
         if set(chosen) & set(suite.PEERS) and not suite.available_peers():
             raise ValueError("sbi's NRE and NLE need sbi: pip install 'sluice-sbi[bench]'")
         names = tuple(tasks.split(",")) if tasks else suite.SUITE
-        unknown = sorted(set(names) - set(suite.SUITE))
-        if unknown:
-            raise ValueError(f"unknown tasks {unknown}; the suite has {list(suite.SUITE)}")
+        refuse_unknown("tasks", names, suite.SUITE)
         sizes = tuple(int(v) for v in parse_vector(budgets or "100,1000,10000"))
         os.makedirs(out_dir, exist_ok=True)
         rows = suite.run_jobs(suite.suite_jobs(names, chosen, sizes, seeds), os.path.join(out_dir, "suite.csv"),
@@ -380,12 +376,17 @@ def benchmark(name, budgets, seeds, methods, tasks, out_dir, workers):
     if tasks:
         raise ValueError("--tasks is for the suite only")
     chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS
-    unknown = sorted(set(chosen) - set(sample_efficiency.CHOICES))
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {list(sample_efficiency.CHOICES)}")
+    refuse_unknown("methods", chosen, sample_efficiency.CHOICES)
     sizes = tuple(int(v) for v in parse_vector(budgets or "200,1000,10000"))
     rows = sample_efficiency.run(name, chosen, sizes, seeds, out_dir, workers=workers, report=report)
     click.echo(sample_efficiency.report_files(name, rows, out_dir))
+
+
+def refuse_unknown(what: str, chosen, known) -> None:
+    """A ValueError naming the entries of ``chosen`` that are not in ``known``, and the choices."""
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; choose from {list(known)}")
 
 
 @main.command()

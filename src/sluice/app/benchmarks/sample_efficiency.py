@@ -54,20 +54,31 @@ def run(task_name: str, methods=METHODS, budgets=(200, 1000, 10_000), seeds=5, o
     done = {(row["method"], row["n"], row["seed"]) for row in read_results(path)}
     jobs = [(task_name, m, n, s) for n in budgets for s in range(seeds) for m in methods if (m, n, s) not in done]
     jobs.sort(key=lambda job: -job[2])  # the big budgets first, so the pool drains evenly
+    for k, row in append_rows(path, FIELDS, run_one, jobs, workers):
+        report(f"[{k}/{len(jobs)}] {row['method']:8s} n={row['n']:6d} seed={row['seed']} "
+               f"error={row['error']:.5f} ({row['fit_seconds']:.1f} s)")
+    return [row for row in read_results(path) if row["method"] in methods and row["n"] in budgets]
+
+
+def append_rows(path: str, fields, function, jobs: list[tuple], workers: int, keep=lambda row: True):
+    """Run ``function(*job)`` for every job, ``workers`` spawned processes at a time, and append each row it
+    returns (a dict, or a list of dicts) that ``keep`` accepts to the CSV at ``path`` as soon as its job is done;
+    yields (job number, row). Rows reach the file one by one, so an interrupted run loses only the jobs running."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     new_file = not os.path.exists(path)
     with open(path, "a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=FIELDS)
+        writer = csv.DictWriter(file, fieldnames=fields)
         if new_file:
             writer.writeheader()
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, *job) for job in jobs]
+            futures = [pool.submit(function, *job) for job in jobs]
             for k, future in enumerate(futures, 1):
-                row = future.result()
-                writer.writerow(row)
-                file.flush()
-                report(f"[{k}/{len(jobs)}] {row['method']:8s} n={row['n']:6d} seed={row['seed']} "
-                       f"error={row['error']:.5f} ({row['fit_seconds']:.1f} s)")
-    return [row for row in read_results(path) if row["method"] in methods and row["n"] in budgets]
+                result = future.result()
+                for row in result if isinstance(result, list) else [result]:
+                    if keep(row):
+                        writer.writerow(row)
+                        file.flush()
+                        yield k, row
 
 
 def summary(rows: list[dict]) -> dict:

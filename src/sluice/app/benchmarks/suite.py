@@ -13,13 +13,12 @@ import csv
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 
 from ...data import simulate
 from ...simulators import BUILT_IN, priors
+from .sample_efficiency import append_rows
 
 # the order of the table: from the published toys to the ones chosen to break estimators
 SUITE = ("galton", "mixture", "hierarchical", "student_t", "linear20", "counts", "support", "shape", "slcp")
@@ -133,23 +132,16 @@ def run_jobs(jobs: list[tuple], path: str, workers: int = 2, report=print) -> li
     done = {(r["task"], r["method"], r["n"], r["seed"], r["config"]) for r in read_results(path)}
     todo = [job for job in jobs if (job[0], job[1], job[2], job[3], job[4] if len(job) > 4 else "default")
             not in done]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    new_file = not os.path.exists(path)
-    with open(path, "a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=FIELDS)
-        if new_file:
-            writer.writeheader()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(run_one, *job) for job in todo]
-            for k, future in enumerate(futures, 1):
-                for row in future.result():
-                    if (row["task"], row["method"], row["n"], row["seed"], row["config"]) in done:
-                        continue  # a candidate of Auto already run on its own
-                    done.add((row["task"], row["method"], row["n"], row["seed"], row["config"]))
-                    writer.writerow(row)
-                    file.flush()
-                    report(f"[{k}/{len(todo)}] {row['task']:12s} {row['method']:8s} {row['config']:10s} "
-                           f"n={row['n']:6d} seed={row['seed']} error={row['error']:.5f} ({row['fit_seconds']:.1f} s)")
+
+    def new(row) -> bool:  # a candidate of Auto may have been run on its own already
+        key = (row["task"], row["method"], row["n"], row["seed"], row["config"])
+        fresh = key not in done
+        done.add(key)
+        return fresh
+
+    for k, row in append_rows(path, FIELDS, run_one, todo, workers, keep=new):
+        report(f"[{k}/{len(todo)}] {row['task']:12s} {row['method']:8s} {row['config']:10s} "
+               f"n={row['n']:6d} seed={row['seed']} error={row['error']:.5f} ({row['fit_seconds']:.1f} s)")
     return read_results(path)
 
 
