@@ -9,7 +9,6 @@ log r̂ ≡ 0, 0 the truth.
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 import time
@@ -18,7 +17,7 @@ import torch
 
 from ...data import simulate
 from ...simulators import BUILT_IN, priors
-from .sample_efficiency import append_rows
+from .sample_efficiency import append_rows, read_results
 
 # the order of the table: from the published toys to the ones chosen to break estimators
 SUITE = ("galton", "mixture", "hierarchical", "student_t", "linear20", "counts", "support", "shape", "slcp")
@@ -115,15 +114,6 @@ def run_one(task_name: str, method: str, n: int, seed: int, config: str = "defau
     seconds = time.perf_counter() - started
     return [{**row, "method": method, "error": round(the_task.error(estimator), 6), "fit_seconds": round(seconds, 2),
              "epochs": epochs}]
-
-
-def read_results(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as file:
-        return [{**row, "n": int(row["n"]), "seed": int(row["seed"]), "error": float(row["error"]),
-                 "fit_seconds": float(row["fit_seconds"]), "epochs": int(row["epochs"])}
-                for row in csv.DictReader(file)]
 
 
 def run_jobs(jobs: list[tuple], path: str, workers: int = 2, report=print) -> list[dict]:
