@@ -129,7 +129,8 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
     """
     started = time.perf_counter()
     history = TrainingHistory()
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, foreach=True)  # one kernel per step, not per tensor
+    # foreach: one update per step for all the parameter tensors, not a loop over them (small networks: fewer calls)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, foreach=True)
     if schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs),
                                                                eta_min=min(final_learning_rate, learning_rate))
