@@ -1,5 +1,7 @@
 """The training loop: early stopping restores the best weights, non-finite losses are guarded, seeds hold."""
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -65,3 +67,41 @@ def test_the_same_seed_reproduces_training():
         train(model, loss_fn, train_part, validation_part, epochs=20, batch_size=4, seed=7)
         results.append(model(torch.zeros(1, 1)))
     assert torch.equal(results[0], results[1])
+
+
+def test_the_cosine_schedule_decays_the_rate_from_its_start_to_its_floor_over_the_epochs():
+    """schedule="cosine": the rate of epoch e is η_min + (η0 − η_min)(1 + cos(π e / E)) / 2, whatever the losses."""
+    model, loss_fn, train_part, validation_part = overfitting_problem()
+    epochs, start, floor = 40, 1e-2, 1e-4
+    history = train(model, loss_fn, train_part, validation_part, epochs=epochs, batch_size=12, learning_rate=start,
+                    final_learning_rate=floor, patience=epochs, schedule="cosine")
+    expected = [floor + (start - floor) * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+    assert history.learning_rates == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_plateau_schedule_halves_the_rate_only_when_the_held_out_loss_stalls():
+    """schedule="plateau": a loss that never improves halves the rate every patience/3 + 1 epochs (here 3), down
+    to the floor; a loss that keeps improving keeps the starting rate. (No held-out rows: the training loss is
+    watched, and nothing stops early.)"""
+    weight = nn.Parameter(torch.zeros(1))
+    rows = {"x": torch.zeros(4, 1)}
+    stalled = train(nn.ParameterList([weight]), lambda batch: (weight * 0).sum() + 1.0, rows, None, epochs=30,
+                    batch_size=4, learning_rate=1e-2, final_learning_rate=1e-3, patience=6, schedule="plateau")
+    assert stalled.learning_rates[:4] == [1e-2] * 4 and stalled.learning_rates[4] == 5e-3
+    assert stalled.learning_rates[-1] == pytest.approx(1e-3)
+    assert all(b <= a for a, b in zip(stalled.learning_rates, stalled.learning_rates[1:], strict=False))
+    assert {round(r / 1e-2, 6) for r in stalled.learning_rates} <= {1.0, 0.5, 0.25, 0.125, 0.1}
+    model, loss_fn, train_part, _ = overfitting_problem()
+    improving = train(model, loss_fn, train_part, None, epochs=10, batch_size=12, learning_rate=1e-3,
+                      schedule="plateau")
+    assert improving.learning_rates == [1e-3] * 10
+
+
+def test_an_unknown_schedule_is_named():
+    model, loss_fn, train_part, validation_part = overfitting_problem()
+    with pytest.raises(ValueError, match="linear"):
+        train(model, loss_fn, train_part, validation_part, epochs=2, batch_size=12, schedule="linear")
+    import sluice
+
+    with pytest.raises(ValueError, match="linear"):
+        sluice.estimators.ALICES(schedule="linear")

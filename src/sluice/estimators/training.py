@@ -35,6 +35,7 @@ class TrainingHistory:
     stopped_early: bool = False
     skipped_batches: int = 0
     seconds: float = 0.0
+    learning_rates: list = field(default_factory=list)  # the rate each epoch trained at
 
 
 def _batches(tensors: dict, order: torch.Tensor, batch_size: int):
@@ -153,6 +154,7 @@ def train(model: nn.Module, loss_fn: Callable[[dict], torch.Tensor], train_tenso
     try:
         for epoch in range(epochs):
             model.train()
+            history.learning_rates.append(optimizer.param_groups[0]["lr"])
             running, counted, skipped = 0.0, 0, 0
             for batch in training.shuffled(generator, batch_size):
                 loss = loss_fn(_on(batch, device))
