@@ -18,6 +18,9 @@ from multiprocessing import get_context
 
 CANDIDATES = ("ALICES", "ALICE", "SCANDAL")
 RULES = ("stack alice", "select alice", "stack score", "select score", "stack log_r", "select log_r", "mean")
+if os.environ.get("AUTO_STUDY_PAIR"):  # the second study: the default candidates, stack against decisive selection
+    CANDIDATES = ("ALICES", "SCANDAL")
+    RULES = ("stack score", "select score", "decisive score", "stack alice", "mean")
 
 
 def study_one(task_name: str, n: int, seed: int, candidates=CANDIDATES) -> list[dict]:

@@ -245,3 +245,13 @@ def test_the_default_criterion_is_the_score_residual_where_the_data_hold_joint_s
     fields = {name: getattr(rows, name) for name in ("theta0", "theta1", "y", "x", "log_r_xz")}
     no_scores = sluice.AugmentedData(**fields, parameter_names=rows.parameter_names)
     assert Auto([Shifted(0.0), Shifted(1.0)]).fit(no_scores).criterion_ == "alice"
+
+
+def test_decisive_selects_a_clear_winner_and_stacks_candidates_it_cannot_tell_apart(rows):
+    """combine="decisive": the exact predictor beats log r + 1 by far more than 3 paired standard errors (see the
+    test above), so it is selected alone; log r ± 0.05 are indistinguishable on 4 000 rows (the gap, ½ E[s(1−s)]
+    δ² ≈ 10⁻⁴ nats, is far below 3 paired standard errors), so they are stacked."""
+    clear = Auto([Shifted(0.0), Shifted(1.0)], combine="decisive", criterion="alice").fit(rows)
+    assert [row["weight"] for row in clear.selection_] == [1.0, 0.0]
+    close = Auto([Shifted(0.05), Shifted(-0.05)], combine="decisive", criterion="alice").fit(rows)
+    assert all(row["weight"] > 0.2 for row in close.selection_)

@@ -32,7 +32,8 @@ __all__ = ["Auto", "DEFAULT_CANDIDATES", "ratio_criterion_rows", "score_residual
 # (ALICE) earned little weight (benchmarks/results/auto_study.md)
 DEFAULT_CANDIDATES = ("ALICES", "SCANDAL")
 CRITERIA = ("auto", "alice", "carl", "score", "log_r")
-COMBINATIONS = ("stack", "select")
+COMBINATIONS = ("stack", "select", "decisive")
+DECISIVE = 3.0  # combine="decisive": select the best where it beats every other by this many paired standard errors
 MIN_WEIGHT = 1e-3  # stacked members lighter than this are dropped after fitting, the rest renormalised
 CRITERION_ROWS = 1_000_000  # at most this many held-out rows are scored (bounded memory for data on disk)
 STACK_STEPS = 300  # L-BFGS iterations for the stacking weights (a convex problem in k − 1 dimensions)
@@ -95,7 +96,8 @@ class Auto:
       are skipped with one warning.
     - ``combine``: "stack" (the default: convex weights w = softmax(a), a ∈ Rᵏ, minimising the held-out criterion
       of Σ_k w_k log r̂_k by L-BFGS; members with w_k < 1e-3 are then dropped and the rest renormalised) or
-      "select" (the one candidate with the lowest criterion, w = 1).
+      "select" (the one candidate with the lowest criterion, w = 1) or "decisive" (select where the best beats
+      every other by more than 3 paired standard errors of the held-out criterion, else stack).
     - ``criterion``: "score" (the weighted score residual, module notes: the weights that pool t̂ = Σ_k w_k t̂_k
       best also pool log r̂, whose θ-gradient that is), "alice" (ALICE's cross-entropy against the joint soft
       labels s(x,z) = σ(−log r(x,z))), "carl" (CARL's, against y), "log_r" (the squared residual against the joint
@@ -266,7 +268,8 @@ class Auto:
             raise ValueError("Auto: every candidate gave non-finite predictions on the held-out rows")
         best = min(finite, key=lambda k: values[k])
         weights = torch.zeros(len(fitted), dtype=torch.float64)
-        if self.combine == "select" or len(finite) == 1:
+        if self.combine == "select" or len(finite) == 1 or (self.combine == "decisive" and self._decisive(
+                per_row, finite, best)):
             weights[best] = 1.0
         else:
             stacked = torch.stack([predictions[k] for k in finite])
@@ -288,6 +291,17 @@ class Auto:
         kept = [k for k in range(len(fitted)) if weights[k] > 0]
         self.members_ = [fitted[k]["estimator"] for k in kept]
         self.weights_ = weights[kept]
+
+    @staticmethod
+    def _decisive(per_row: list, finite: list, best: int) -> bool:
+        """Whether candidate ``best`` beats every other finite one by more than DECISIVE paired standard errors."""
+        for k in finite:
+            if k == best:
+                continue
+            difference = per_row[k] - per_row[best]
+            if float(difference.mean()) <= DECISIVE * float(difference.std()) / math.sqrt(difference.numel()):
+                return False
+        return True
 
     # --- predictions ------------------------------------------------------------------------------------
     def _require_fitted(self) -> None:
