@@ -359,14 +359,7 @@ def benchmark(name, budgets, seeds, methods, tasks, out_dir, workers):
     if name == "suite":
         from .benchmarks import suite
 
-        known = sample_efficiency.METHODS + ("Auto",) + suite.PEERS
-        chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS + ("Auto",) + \
-            suite.available_peers()
-        refuse_unknown("methods", chosen, known)
-        if set(chosen) & set(suite.PEERS) and not suite.available_peers():
-            raise ValueError("sbi's NRE and NLE need sbi: pip install 'sluice-sbi[bench]'")
-        names = tuple(tasks.split(",")) if tasks else suite.SUITE
-        refuse_unknown("tasks", names, suite.SUITE)
+        chosen, names = suite.choose(methods, tasks)
         sizes = tuple(int(v) for v in parse_vector(budgets or "100,1000,10000"))
         os.makedirs(out_dir, exist_ok=True)
         rows = suite.run_jobs(suite.suite_jobs(names, chosen, sizes, seeds), os.path.join(out_dir, "suite.csv"),
@@ -376,17 +369,10 @@ def benchmark(name, budgets, seeds, methods, tasks, out_dir, workers):
     if tasks:
         raise ValueError("--tasks is for the suite only")
     chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS
-    refuse_unknown("methods", chosen, sample_efficiency.CHOICES)
+    sample_efficiency.refuse_unknown("methods", chosen, sample_efficiency.CHOICES)
     sizes = tuple(int(v) for v in parse_vector(budgets or "200,1000,10000"))
     rows = sample_efficiency.run(name, chosen, sizes, seeds, out_dir, workers=workers, report=report)
     click.echo(sample_efficiency.report_files(name, rows, out_dir))
-
-
-def refuse_unknown(what: str, chosen, known) -> None:
-    """A ValueError naming the entries of ``chosen`` that are not in ``known``, and the choices."""
-    unknown = sorted(set(chosen) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {what} {unknown}; choose from {list(known)}")
 
 
 @main.command()

@@ -37,6 +37,13 @@ def run_one(task_name: str, method: str, n: int, seed: int) -> dict:
             "fit_seconds": round(seconds, 2), "epochs": len(history.train_loss) if history is not None else -1}
 
 
+def refuse_unknown(what: str, chosen, known) -> None:
+    """A ValueError naming the entries of ``chosen`` that are not in ``known``, and the choices."""
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; choose from {list(known)}")
+
+
 def read_results(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []

@@ -17,7 +17,7 @@ import torch
 
 from ...data import simulate
 from ...simulators import BUILT_IN, priors
-from .sample_efficiency import append_rows, read_results
+from .sample_efficiency import METHODS, append_rows, read_results, refuse_unknown
 
 # the order of the table: from the published toys to the ones chosen to break estimators
 SUITE = ("galton", "mixture", "hierarchical", "student_t", "linear20", "counts", "support", "shape", "slcp")
@@ -142,6 +142,18 @@ def available_peers() -> tuple[str, ...]:
     except ImportError:
         return ()
     return PEERS
+
+
+def choose(methods: str | None, tasks: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The methods and tasks of a comma-separated command line (None: every method, Auto and the installed peers;
+    the whole suite), with a ValueError naming any unknown one, or sbi's methods where sbi is missing."""
+    chosen = tuple(methods.split(",")) if methods else METHODS + ("Auto",) + available_peers()
+    refuse_unknown("methods", chosen, METHODS + ("Auto",) + PEERS)
+    if set(chosen) & set(PEERS) and not available_peers():
+        raise ValueError("sbi's NRE and NLE need sbi: pip install 'sluice-sbi[bench]'")
+    names = tuple(tasks.split(",")) if tasks else SUITE
+    refuse_unknown("tasks", names, SUITE)
+    return chosen, names
 
 
 def suite_jobs(tasks, methods, budgets, seeds) -> list[tuple]:
