@@ -187,6 +187,7 @@ def test_save_and_load_keep_predictions_weights_and_the_record(rows, tmp_path):
     assert torch.equal(again.score(x, theta0), auto.score(x, theta0))
     assert torch.equal(again.weights_, auto.weights_) and again.selection_ == auto.selection_
     assert again.parameter_names_ == ("a", "b") and again.report() == auto.report()
+    assert again.gate and again.gate_[0] == auto.gate_[0] == 20.0 and torch.equal(again.gate_[1], auto.gate_[1])
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
@@ -208,6 +209,36 @@ def test_pooled_predictions_are_the_weighted_sums_and_need_every_member():
     assert torch.allclose(auto.score(x, theta0), EXACT.score(x, theta0) + torch.tensor([0.75, 0.5]))
     with pytest.raises(AttributeError, match="Shifted"):
         auto.log_likelihood(x, theta0)
+
+
+class ShiftedRatio(ALICE):
+    """A ratio-family member (clip_log_r = 20) that learns nothing: log r̂ = log r + ``shift``."""
+
+    shift = 0.0
+
+    def log_ratio(self, x, theta0, theta1):
+        return EXACT.log_ratio(x, theta0, theta1) + self.shift
+
+
+def test_the_gate_trusts_the_density_members_alone_beyond_the_ratio_members_clip():
+    """With a ratio member (clip 20) and a density member, rows where the density's |log r̂| exceeds 20 take the
+    density alone; the others the stacked weights. gate=False, or members of one kind only, pool everywhere."""
+    ratio, density = ShiftedRatio(), Shifted(-1.0)
+    ratio.shift = 2.0
+    x, theta0, theta1 = torch.tensor([[1.0, 1.0], [3.0, 3.0]]), torch.tensor([1.0, 1.0]), torch.tensor([-1.0, -1.0])
+    exact = EXACT.log_ratio(x, theta0, theta1)
+    assert exact[0].abs() < 19 and exact[1].abs() > 21, "one row on each side of the clip"
+    pooled = exact + 0.25 * 2.0 + 0.75 * -1.0
+    for gate, expected in ((True, torch.stack([pooled[0], exact[1] - 1.0])), (False, pooled)):
+        auto = Auto([ratio, density], gate=gate)
+        auto.members_, auto.weights_ = [ratio, density], torch.tensor([0.25, 0.75], dtype=torch.float64)
+        auto.gate_ = sluice.estimators.auto.ratio_gate(auto.members_) if gate else None
+        mean, spread = auto.log_ratio_with_uncertainty(x, theta0, theta1)
+        assert torch.allclose(mean, expected, atol=1e-5)
+        assert torch.allclose(auto.log_ratio(x, theta0, theta1), mean)
+        assert (spread[1] == 0) == gate, "a gated row has one member, so no spread"
+    assert sluice.estimators.auto.ratio_gate([ratio, ShiftedRatio()]) is None
+    assert sluice.estimators.auto.ratio_gate([density]) is None
 
 
 def test_black_box_data_skip_augmented_candidates_and_fall_back_to_carl(rows):

@@ -104,6 +104,11 @@ class Auto:
       log r(x,z): its minimiser is the latent-averaged E[log r(x,z) | x], not log r(x), so it favours regressions
       on log r(x,z); kept for comparison) or "auto" (the default: "score" where the data have joint scores and
       every candidate gives ``score``, else "alice" where they have ``log_r_xz``, else "carl").
+    - ``gate`` (True): where the density members' pooled |log r̂| exceeds the ratio members' ``clip_log_r`` (20),
+      use the density members alone (NDE, SCANDAL: ``ratio_gate``). The ratio family never saw a target beyond its
+      clip, and its cross-entropies are flat there (s(1 − s) → 0), so no held-out criterion can tell how wrong its
+      log r̂ is on such pairs; a density's log p̂(x|θ0) − log p̂(x|θ1) has no such bound. Without a density member
+      among the kept ones the gate does nothing.
     - ``**common``: constructor arguments (``hidden``, ``learning_rate``, …) for the candidates built from names;
       each gets those its constructor accepts.
 
@@ -126,7 +131,9 @@ class Auto:
     (torch.Size([5]), torch.Size([5]))
     """
 
-    def __init__(self, candidates=DEFAULT_CANDIDATES, combine: str = "stack", criterion: str = "auto", **common):
+    def __init__(self, candidates=DEFAULT_CANDIDATES, combine: str = "stack", criterion: str = "auto",
+                 gate: bool = True, **common):
+        self.gate = bool(gate)
         self.candidates = [candidates] if isinstance(candidates, str) else list(candidates)
         if not self.candidates:
             raise ValueError("Auto needs at least one candidate")
@@ -291,6 +298,7 @@ class Auto:
         kept = [k for k in range(len(fitted)) if weights[k] > 0]
         self.members_ = [fitted[k]["estimator"] for k in kept]
         self.weights_ = weights[kept]
+        self.gate_ = ratio_gate(self.members_) if self.gate else None
 
     @staticmethod
     def _decisive(per_row: list, finite: list, best: int) -> bool:
@@ -316,22 +324,40 @@ class Auto:
             raise AttributeError(f"Auto.{method}: kept member(s) {missing} do not provide it")
         return torch.stack([getattr(member, method)(*args) for member in self.members_])
 
-    def _pool(self, values: torch.Tensor) -> torch.Tensor:
-        """Σ_k w_k values_k over the first axis, in the members' dtype."""
-        shape = (-1,) + (1,) * (values.ndim - 1)
-        return (self.weights_.to(values.dtype).reshape(shape) * values).sum(dim=0)
+    def _pool(self, values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_k w_k values_k over the first axis, in the members' dtype; ``weights`` [k] or per row [k, n]
+        (default: ``weights_``)."""
+        weights = (self.weights_ if weights is None else weights).to(values.dtype)
+        weights = weights.reshape(weights.shape + (1,) * (values.ndim - weights.ndim))
+        return (weights * values).sum(dim=0)
+
+    def _row_weights(self, values: torch.Tensor) -> torch.Tensor:
+        """The weights per row [k, n] for log r̂ values [k, n]: ``weights_``, except on rows where the density
+        members' pooled |log r̂| exceeds the gate (``ratio_gate``), which take the density members' weights
+        renormalised among themselves."""
+        weights = self.weights_.to(values.dtype)[:, None].expand(values.shape).clone()
+        gate = getattr(self, "gate_", None)  # None: no gate (off, or no density member kept)
+        if gate is None:
+            return weights
+        threshold, bounded = gate
+        density = (~bounded).to(values.dtype)[:, None] * weights
+        density = density / density.sum(dim=0, keepdim=True)
+        beyond = self._pool(values, density).abs() > threshold
+        return torch.where(beyond[None, :], density, weights)
 
     def log_ratio_with_uncertainty(self, x, theta0, theta1) -> tuple[torch.Tensor, torch.Tensor]:
-        """(Σ_k w_k log r̂_k, √(Σ_k w_k (log r̂_k − mean)²)) over the kept members, each [n]; the spread is 0 with
-        one member. It measures how much the members disagree, not the error of the mean."""
+        """(Σ_k w_k log r̂_k, √(Σ_k w_k (log r̂_k − mean)²)) over the kept members, each [n], with the weights of
+        each row after the gate (``gate``); the spread is 0 with one member. It measures how much the members
+        disagree, not the error of the mean."""
         values = self._stack("log_ratio", x, theta0, theta1)
-        mean = self._pool(values)
-        spread = self._pool((values - mean) ** 2).clamp_min(0.0).sqrt()
+        weights = self._row_weights(values)
+        mean = self._pool(values, weights)
+        spread = self._pool((values - mean) ** 2, weights).clamp_min(0.0).sqrt()
         return mean, spread
 
     def log_ratio(self, x, theta0, theta1) -> torch.Tensor:
-        """log r̂(x|θ0,θ1) = Σ_k w_k log r̂_k(x|θ0,θ1), shape [n]."""
-        return self._pool(self._stack("log_ratio", x, theta0, theta1))
+        """log r̂(x|θ0,θ1) = Σ_k w_k log r̂_k(x|θ0,θ1), shape [n], with the weights of each row after the gate."""
+        return self.log_ratio_with_uncertainty(x, theta0, theta1)[0]
 
     def score(self, x, theta) -> torch.Tensor:
         """t̂(x|θ) = Σ_k w_k t̂_k(x|θ), shape [n, p] (the θ-gradient of the pooled log r̂'s potential); every kept
@@ -375,7 +401,7 @@ class Auto:
         names = [c if isinstance(c, str) else type(c).__name__ for c in self.candidates]
         state = {"estimator": "Auto", "members": [m._state() for m in self.members_], "weights": self.weights_.clone(),
                  "params": {"candidates": names, "combine": self.combine, "criterion": self.criterion,
-                            "common": dict(self.common)},
+                            "gate": self.gate, "common": dict(self.common)},
                  "criterion": self.criterion_, "combined_criterion": self.combined_criterion_,
                  "n_held_out": self.n_held_out_, "selection": [dict(row) for row in self.selection_],
                  "skipped": {name: list(fields) for name, fields in self.skipped_.items()},
@@ -388,7 +414,9 @@ class Auto:
         auto = cls.__new__(cls)  # the saved candidates may include instances of classes no longer at hand
         auto.candidates, auto.common = list(params["candidates"]), dict(params["common"])
         auto.combine, auto.criterion = params["combine"], params["criterion"]
+        auto.gate = params.get("gate", False)  # files written before the gate existed pooled without one
         auto.members_ = [REGISTRY[m["estimator"]]._from_state(copy.copy(m)) for m in state["members"]]
+        auto.gate_ = ratio_gate(auto.members_) if auto.gate else None
         auto.weights_ = state["weights"].to(torch.float64)
         auto.criterion_, auto.combined_criterion_ = state["criterion"], state["combined_criterion"]
         auto.n_held_out_, auto.selection_ = state["n_held_out"], [dict(row) for row in state["selection"]]
@@ -402,7 +430,22 @@ class Auto:
 
     def __repr__(self) -> str:
         common = "".join(f", {k}={v!r}" for k, v in self.common.items())
-        return f"Auto(candidates={self.candidates!r}, combine={self.combine!r}, criterion={self.criterion!r}{common})"
+        gate = "" if self.gate else ", gate=False"
+        return (f"Auto(candidates={self.candidates!r}, combine={self.combine!r}, criterion={self.criterion!r}"
+                f"{gate}{common})")
+
+
+def ratio_gate(members: list) -> tuple[float, torch.Tensor] | None:
+    """(threshold, bounded [k] bool) for the gate of ``Auto``: ``bounded`` marks the members of the ratio family
+    (trained on targets clipped to ±``clip_log_r``: ALICES, ALICE, RASCAL, …, and CARL's classifier, which
+    saturates alike), the threshold is their smallest clip. None unless the members mix both kinds, since only then
+    is there a density member to trust beyond the clip."""
+    from .ratio import RatioEstimator
+
+    bounded = torch.tensor([isinstance(m, RatioEstimator) for m in members], dtype=torch.bool)
+    if not members or bool(bounded.all()) or not bool(bounded.any()):
+        return None
+    return min(float(m.clip_log_r) for m in members if isinstance(m, RatioEstimator)), bounded
 
 
 def stack_weights(predictions: torch.Tensor, objective, steps: int = STACK_STEPS) -> torch.Tensor:
