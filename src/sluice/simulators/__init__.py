@@ -10,15 +10,29 @@ from .lotka_volterra import LotkaVolterra
 from .mixture import GaussianMixture
 from .particle_toy import ParticleToy
 from .pyro import from_pyro
+from .sbibm import (
+    SBIBM_SIMULATORS,
+    SbibmBernoulliGLM,
+    SbibmGaussianLinear,
+    SbibmGaussianLinearUniform,
+    SbibmGaussianMixture,
+    SbibmSLCP,
+    SbibmTwoMoons,
+    load_reference,
+)
 from .suite import SLCP, GammaShapeMixture, OverdispersedCounts, RotatedLinear, StudentT, UniformWidth
 
 __all__ = ["Simulator", "from_pyro", "priors", "morphing", "GaltonBoard", "GaussianMixture", "LotkaVolterra",
            "Lensing", "ParticleToy", "HierarchicalGaussian", "StudentT", "RotatedLinear",
-           "OverdispersedCounts", "UniformWidth", "GammaShapeMixture", "SLCP", "BUILT_IN"]
+           "OverdispersedCounts", "UniformWidth", "GammaShapeMixture", "SLCP", "BUILT_IN",
+           "SbibmGaussianLinear", "SbibmGaussianLinearUniform", "SbibmSLCP", "SbibmGaussianMixture",
+           "SbibmBernoulliGLM", "SbibmTwoMoons", "SBIBM_SIMULATORS", "load_reference"]
 
 BUILT_IN = {"galton": GaltonBoard, "mixture": GaussianMixture, "lotka_volterra": LotkaVolterra,
             "lensing": Lensing, "particle_toy": ParticleToy,
             "hierarchical": HierarchicalGaussian,
             # the benchmark task suite (docs/tasks.md): sluice.simulators.suite.SUITE_SIMULATORS
             "student_t": StudentT, "linear20": RotatedLinear, "counts": OverdispersedCounts, "support": UniformWidth,
-            "shape": GammaShapeMixture, "slcp": SLCP}
+            "shape": GammaShapeMixture, "slcp": SLCP,
+            # sbibm's tasks opened (docs/sbibm.md): sluice.simulators.sbibm.SBIBM_SIMULATORS
+            **{f"sbibm_{name}": cls for name, cls in SBIBM_SIMULATORS.items()}}
