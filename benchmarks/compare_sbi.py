@@ -111,7 +111,7 @@ def run_one(task_name: str, method: str, n: int, seed: int) -> dict:
     samples = [estimator.sample(task.x_star[k], N_POSTERIOR, seed=k) if direct else
                task.grid_samples(estimator, k, seed=1000 + k) for k in range(N_OBSERVATIONS)]
     infer_seconds = time.perf_counter() - started
-    scores = [c2st(s, ref, seed=k) for k, (s, ref) in enumerate(zip(samples, task.reference, strict=True))]
+    scores = [c2st(ref, s, seed=k) for k, (s, ref) in enumerate(zip(samples, task.reference, strict=True))]
     return {"task": task_name, "method": method, "n": n, "seed": seed, "c2st": round(statistics.fmean(scores), 4),
             "c2st_each": " ".join(f"{s:.3f}" for s in scores), "nmse": round(task.nmse(estimator), 5),
             "fit_seconds": round(fit_seconds, 1), "infer_seconds": round(infer_seconds, 2), "epochs": epochs}

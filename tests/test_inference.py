@@ -131,7 +131,7 @@ def test_closure_of_the_exact_ratio(board, exact):
     assert abs(mean - 1.0) < 5 * error
 
 
-def test_emcee_posterior_matches_the_grid_posterior(board, exact):
+def test_mcmc_posterior_matches_the_grid_posterior(board, exact):
     x = events(board, [-0.7], 30, 7)
     prior = board.default_prior()
     grid = inference.grid_posterior(exact, x, prior, n_samples=2000, seed=0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .networks import Standardize, activation_class, mlp
+from .networks import TABLE_ROWS, FeaturePotential, Standardize, activation_class
 
 NETWORKS = ("auto", "mlp", "conv")
 NORMS = ("batch", "none")
 DEFAULT_CHANNELS = (16, 32, 64)
 ENCODE_CHUNK = 512  # images per encoder pass outside training (bounds memory for large evaluations)
-TABLE_ROWS = 262_144  # (θ, image) pairs per pass of the head in ``ConvPotential.table``
+__all__ = ["NETWORKS", "NORMS", "DEFAULT_CHANNELS", "TABLE_ROWS", "choose_network", "check_norm", "ResidualBlock",
+           "ImageEncoder", "ConvPotential"]
 
 
 def choose_network(network: str, x: torch.Tensor) -> str:
@@ -74,15 +75,16 @@ class ImageEncoder(nn.Module):
         return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
 
 
-class ConvPotential(nn.Module):
+class ConvPotential(FeaturePotential):
     """g(x, θ) = MLP([encoder((x − m)/s), standardised θ]) for images x [n, H, W] or [n, C, H, W]; ratio models
     use log r̂(x|θ0,θ1) = g(x,θ0) − g(x,θ1), exactly as with ``networks.Potential``.
 
     θ joins after the convolutions, so the encoder runs once per image whatever the number of θ: ``pair``
-    gives g at two θ from one encoding (training) and ``table`` g on a grid of θ (scans). Pixels are
-    standardised by one mean m and spread s over all pixels (the statistics of the training images).
-    In eval mode the encoder runs without an autograd graph, in chunks of ``ENCODE_CHUNK`` images: θ-gradients
-    (scores) are unaffected, and evaluating many images stays in bounded memory.
+    gives g at two θ from one encoding (training) and ``table`` g on a grid of θ (scans); both come from
+    ``networks.FeaturePotential``. Pixels are standardised by one mean m and spread s over all pixels (the
+    statistics of the training images). In eval mode the encoder runs without an autograd graph, in chunks of
+    ``ENCODE_CHUNK`` images: θ-gradients (scores) are unaffected, and evaluating many images stays in bounded
+    memory.
 
     Example::
 
@@ -93,14 +95,14 @@ class ConvPotential(nn.Module):
 
     def __init__(self, image_shape, pixel_mean: float, pixel_std: float, theta_scale: Standardize, hidden,
                  activation: str, channels: tuple[int, ...] = DEFAULT_CHANNELS, norm: str = "none"):
-        super().__init__()
+        encoder = ImageEncoder(1 if len(image_shape) == 2 else int(image_shape[0]), tuple(channels), activation,
+                               norm)
+        super().__init__(encoder.n_features, theta_scale, hidden, activation)
         self.image_shape = tuple(int(k) for k in image_shape)
         self.n_channels = 1 if len(self.image_shape) == 2 else self.image_shape[0]
         self.register_buffer("pixel_mean", torch.tensor(float(pixel_mean)))
         self.register_buffer("pixel_std", torch.tensor(max(float(pixel_std), 1e-6)))
-        self.theta_scale = theta_scale
-        self.encoder = ImageEncoder(self.n_channels, tuple(channels), activation, norm)
-        self.head = mlp(self.encoder.n_features + theta_scale.mean.numel(), 1, hidden, activation)
+        self.encoder = encoder
 
     @staticmethod
     def statistics(x: torch.Tensor) -> dict:
@@ -127,26 +129,3 @@ class ConvPotential(nn.Module):
         with torch.no_grad():
             parts = [self._encode_part(x[i:i + ENCODE_CHUNK]) for i in range(0, x.shape[0], ENCODE_CHUNK)]
         return torch.cat(parts) if parts else torch.empty(0, self.encoder.n_features)
-
-    def from_features(self, features: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """g [n] from image features [n, F] and θ [n, p]."""
-        return self.head(torch.cat([features, self.theta_scale(theta)], dim=1))[:, 0]
-
-    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        return self.from_features(self.encode(x), theta)
-
-    def pair(self, x: torch.Tensor, theta0: torch.Tensor, theta1: torch.Tensor):
-        """(g(x, θ0), g(x, θ1)) from one pass of the encoder."""
-        features = self.encode(x)
-        return self.from_features(features, theta0), self.from_features(features, theta1)
-
-    def table(self, x: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
-        """g(x_i, θ_g) for every θ_g of ``thetas`` [G, p] and image x_i: [G, n], each image encoded once."""
-        features = self.encode(x)
-        n = features.shape[0]
-        rows = []
-        for start in range(0, thetas.shape[0], max(1, TABLE_ROWS // max(n, 1))):  # bounded (θ, image) pairs a pass
-            block = thetas[start:start + max(1, TABLE_ROWS // max(n, 1))]
-            values = self.from_features(features.repeat(block.shape[0], 1), block.repeat_interleave(n, dim=0))
-            rows.append(values.reshape(block.shape[0], n))
-        return torch.cat(rows) if rows else torch.empty(0, n)

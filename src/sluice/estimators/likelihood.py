@@ -24,7 +24,9 @@ def density_loss(model, x: torch.Tensor, theta: torch.Tensor, score_term: ScoreT
         log_density = model(x, theta)
         loss = losses.negative_log_likelihood(log_density)
         if score_term is not None:
-            (score,) = torch.autograd.grad(log_density.sum(), theta, create_graph=True)
+            # the graph of the score is kept only where a backward pass follows (training); on held-out data the
+            # loss is only read, and keeping it there cost about as much as the score itself
+            (score,) = torch.autograd.grad(log_density.sum(), theta, create_graph=model.training)
             loss = loss + score_term(score, score_target)
     return loss
 
@@ -49,6 +51,10 @@ class NDE(ScoreTermOptions, PotentialPredictions, Estimator):
       ``learning_rate``, ``epochs``, ``patience``, ``threads``, ``device``: the network and training
       (``Estimator``). ``alpha``, ``scale_free``, ``clip_score`` belong to SCANDAL; NDE ignores them with a
       warning.
+    - ``embedding``: None only. A flow on an embedding e(x) would be a density of the features e(x), not of x:
+      log p̂(e(x)|θ) differs from log p(x|θ) by a Jacobian that a non-invertible e does not have, so its ratios
+      and scores would not be those of x. For non-vector x use a summary statistic as x, or the ratio or
+      posterior family with ``embedding=`` (docs/methods/embeddings.md).
 
     >>> import sluice, torch
     >>> simulator = sluice.simulators.GaussianMixture()               # x [n, 2], θ = (a, b)
@@ -62,8 +68,15 @@ class NDE(ScoreTermOptions, PotentialPredictions, Estimator):
 
     def __init__(self, density: str = "auto", flow: str = "nsf+maf", transforms: int = 3, alpha: float = 1.0,
                  scale_free: bool = True, clip_score: float | None = 50.0, activation: str = "elu",
-                 batch_size: int = 256, **common):
+                 batch_size: int = 256, embedding=None, **common):
         super().__init__(activation=activation, batch_size=batch_size, **common)
+        if embedding is not None:
+            raise ValueError(
+                f"{type(self).__name__} takes no embedding (got {embedding!r}): it is a density p̂(x|θ) of x itself, "
+                "and a flow on features e(x) would be a density of e(x), whose ratios and scores are not those of x "
+                "unless e is invertible. Use a summary statistic as x, or a ratio (ALICES, …) or posterior (NPE, "
+                "AugmentedNPE) estimator with embedding=…")
+        self.embedding = None
         if density not in ("auto", "flow", "categorical"):
             raise ValueError(f"density must be 'auto', 'flow' or 'categorical', got {density!r}")
         self.density = density

@@ -66,6 +66,48 @@ class Potential(nn.Module):
         return both[:x.shape[0]], both[x.shape[0]:]
 
 
+TABLE_ROWS = 262_144  # (θ, x) pairs per pass of the head in ``FeaturePotential.table``
+
+
+class FeaturePotential(nn.Module):
+    """g(x, θ) = head([encode(x), standardised θ]) [n] for a network whose x-part (``encode``: x [n, ...] →
+    features [n, F]) is expensive: θ joins after it, so it runs once per x whatever the number of θ (``pair`` in
+    training, ``table`` on a grid of θ). Subclasses (``conv_networks.ConvPotential``,
+    ``embeddings.EmbeddedPotential``) implement ``encode``."""
+
+    def __init__(self, n_features: int, theta_scale: Standardize, hidden, activation: str):
+        super().__init__()
+        self.theta_scale = theta_scale
+        self.head = mlp(n_features + theta_scale.mean.numel(), 1, hidden, activation)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def from_features(self, features: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """g [n] from features [n, F] and θ [n, p]."""
+        return self.head(torch.cat([features, self.theta_scale(theta)], dim=1))[:, 0]
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.from_features(self.encode(x), theta)
+
+    def pair(self, x: torch.Tensor, theta0: torch.Tensor, theta1: torch.Tensor):
+        """(g(x, θ0), g(x, θ1)) from one pass of ``encode``."""
+        features = self.encode(x)
+        return self.from_features(features, theta0), self.from_features(features, theta1)
+
+    def table(self, x: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
+        """g(x_i, θ_g) for every θ_g of ``thetas`` [G, p] and x_i: [G, n], each x encoded once."""
+        features = self.encode(x)
+        n = features.shape[0]
+        step = max(1, TABLE_ROWS // max(n, 1))  # a bounded number of (θ, x) pairs a pass
+        rows = []
+        for start in range(0, thetas.shape[0], step):
+            block = thetas[start:start + step]
+            values = self.from_features(features.repeat(block.shape[0], 1), block.repeat_interleave(n, dim=0))
+            rows.append(values.reshape(block.shape[0], n))
+        return torch.cat(rows) if rows else torch.empty(0, n)
+
+
 class ScoreNet(nn.Module):
     """t̂(x) [n, p]: the score at a reference point, learned in standardised θ units, returned in θ's own."""
 

@@ -11,12 +11,15 @@ over pairs (θ, x) with θ ~ π and x ~ p(x|θ): ``data.theta`` (the θ that mad
 
 The posterior is for one observation x (a single simulator output), as in the sbi benchmarks: for several
 iid events use a likelihood or ratio estimator, or ``log_ratio`` here summed over events (through the
-inference layer), which divides out the prior per event.
+inference layer), which divides out the prior per event; or let one observation hold all its trials, x [m, d],
+and give NPE ``embedding="set"`` (or "masked_set" with ``embeddings.pad_trials`` for a number of trials that
+varies), which learns q̂(θ | x_1, …, x_m) for every m seen in training.
 
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import torch
@@ -26,6 +29,7 @@ from ..data.augmented import AugmentedData
 from ..seeding import seeded_global_generator
 from ..simulators.priors import BoxUniform
 from .base import Estimator, PotentialPredictions
+from .embeddings import EmbeddingOptions, embed
 from .likelihood import density_loss
 from .networks import FlowLikelihood, Standardize
 from .score_term import ScoreTermOptions
@@ -50,34 +54,50 @@ def posterior_score_target(t_xz: torch.Tensor, theta: torch.Tensor, prior: Distr
 
 class FlowPosterior(torch.nn.Module):
     """log q(θ|x) in θ's own units: a conditional flow on standardised θ with standardised x as context (the
-    likelihood flow with the roles of x and θ swapped), and draws from it."""
+    likelihood flow with the roles of x and θ swapped), and draws from it.
 
-    def __init__(self, theta_scale: Standardize, x_scale: Standardize, hidden, activation, transforms, flow):
+    With an ``embedding`` (x [n, ...] → [n, k], trained with the flow), the context is embedding(x) instead of
+    the standardised x: q(θ | embedding(x)). ``x_scale`` is then None."""
+
+    def __init__(self, theta_scale: Standardize, x_scale: Standardize | None, hidden, activation, transforms, flow,
+                 embedding: torch.nn.Module | None = None, n_features: int | None = None):
         super().__init__()
         self.theta_scale, self.x_scale = theta_scale, x_scale
-        self.density = FlowLikelihood(theta_scale, x_scale, hidden, activation, transforms, flow)
+        self.embedding = embedding
+        # the flow's context: standardised x, or the features as they are (an identity standardisation)
+        context = x_scale if embedding is None else Standardize(torch.zeros(n_features), torch.ones(n_features))
+        self.density = FlowLikelihood(theta_scale, context, hidden, activation, transforms, flow)
+
+    def context(self, x: torch.Tensor) -> torch.Tensor:
+        """What the flow is conditioned on, [n, d] or [n, k]: x itself (the flow standardises it) or its features."""
+        return x if self.embedding is None else embed(self.embedding, x)
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        return self.density(theta, x)
+        return self.density(theta, self.context(x))
 
     def sample(self, x: torch.Tensor, n: int) -> torch.Tensor:
-        """n draws [n, p] for one observation x [1, d]."""
-        standard = self.density.flow(self.x_scale(x)[0]).sample((n,))
+        """n draws [n, p] for one observation x [1, ...]."""
+        standard = self.density.flow(self.density.theta_scale(self.context(x))[0]).sample((n,))
         return standard * self.theta_scale.std + self.theta_scale.mean
 
 
-class NPE(ScoreTermOptions, Estimator):
+class NPE(ScoreTermOptions, EmbeddingOptions, Estimator):
     """Neural posterior estimation, black box (Papamakarios & Murray, arXiv:1605.06376; Greenberg et al. 2019):
 
         L = −E[log q̂(θ | x)]   over (θ, x) ~ π(θ) p(x|θ),
 
     minimised by q̂ = p(θ|x). ``fit(data, prior=...)`` takes the prior the θ were drawn from: a BoxUniform's box
     truncates the samples (rejection of the mass the flow puts outside it) and is saved with the model; the
-    prior's score enters the target of AugmentedNPE and its density enters ``log_ratio``. ``prior=None`` means a
-    flat prior on R^p.
+    prior's score enters the target of AugmentedNPE and its density enters ``log_ratio``. ``prior="flat"``
+    means a flat prior on R^p (no truncation, no prior term); leaving ``prior`` out means the same, with a
+    UserWarning, since it is seldom what was meant.
 
     Arguments (x [n, d], θ [n, p]): ``flow`` ("nsf" or "maf") and ``transforms`` (3), the conditional flow on θ
-    with x as context; ``activation`` ("elu"), ``batch_size`` (256) and the training arguments of
+    with x as context; ``embedding`` (None): a network e(x) [n, k] trained with the flow, which is then
+    q̂(θ | e(x)), for x that is not a flat vector: a built-in name ("mlp", "set" for x [n, m, d] of m i.i.d.
+    trials, "masked_set" for a varying number of trials padded by ``embeddings.pad_trials``, "conv1d", "conv2d";
+    ``embeddings``) or the user's ``torch.nn.Module`` (load such a model with ``NPE.load(path,
+    embedding=module)``); ``activation`` ("elu"), ``batch_size`` (256) and the training arguments of
     ``Estimator``. ``alpha``, ``scale_free``, ``clip_score`` belong to AugmentedNPE; NPE ignores them with a
     warning.
 
@@ -93,18 +113,28 @@ class NPE(ScoreTermOptions, Estimator):
     no_score_reason = "it has no score term (AugmentedNPE has)"
 
     def __init__(self, flow: str = "nsf", transforms: int = 3, alpha: float = 1.0, scale_free: bool = True,
-                 clip_score: float | None = 50.0, activation: str = "elu", batch_size: int = 256, **common):
+                 clip_score: float | None = 50.0, activation: str = "elu", batch_size: int = 256, embedding=None,
+                 **common):
         super().__init__(activation=activation, batch_size=batch_size, **common)
+        self._init_embedding(embedding)
         self.flow = flow
         self.transforms = transforms
         self._init_score_term(alpha, scale_free, clip_score)
 
     def fit(self, data: AugmentedData, epochs: int | None = None, batch_size: int | None = None,
             validation_fraction: float = 0.2, seed: int = 0, progress: bool | None = None,
-            prior: Distribution | None = None):
-        """Train on ``data`` simulated with θ ~ ``prior`` (see the class notes); returns self."""
-        if prior is not None and not isinstance(prior, Distribution):
-            raise TypeError(f"prior must be a torch Distribution or None, got {type(prior).__name__}")
+            prior: Distribution | str | None = None):
+        """Train on ``data`` simulated with θ ~ ``prior`` (a torch Distribution, or "flat"; see the class notes);
+        returns self. Without ``prior`` the prior is taken as flat on R^p, with a UserWarning."""
+        if prior is None:
+            warnings.warn(f"{type(self).__name__}.fit without prior=: the prior is taken as flat on R^p, so samples "
+                          "are not kept inside the prior's support and log_ratio and score subtract no prior term. "
+                          "Pass the prior the θ were drawn from, fit(data, prior=prior) (e.g. "
+                          "simulator.default_prior()), or prior='flat' to mean a flat prior", UserWarning, stacklevel=2)
+        elif prior == "flat":
+            prior = None
+        elif not isinstance(prior, Distribution):
+            raise TypeError(f"prior must be a torch Distribution or 'flat', got {type(prior).__name__}")
         self.prior_ = prior
         return super().fit(data, epochs=epochs, batch_size=batch_size, validation_fraction=validation_fraction,
                            seed=seed, progress=progress)
@@ -114,12 +144,20 @@ class NPE(ScoreTermOptions, Estimator):
             raise ValueError(f"{type(self).__name__} needs θ drawn from the prior: simulate the data without a "
                              "reference point (every θ1 here is the same)")
         box = self.prior_ if isinstance(self.prior_, BoxUniform) else None
-        return {"x": Standardize.fit(data.x).state_dict(), "theta": Standardize.fit(data.theta).state_dict(),
+        embedding = self._describe_embedding(data.x)
+        return {"x": None if embedding is not None else Standardize.fit(data.x).state_dict(),
+                "embedding": embedding, "x_shape": list(data.x.shape[1:]),
+                "theta": Standardize.fit(data.theta).state_dict(),
                 "box": None if box is None else {"low": box.low.clone(), "high": box.high.clone()},
                 "prior": "flat" if self.prior_ is None else "box" if box is not None else "other"}
 
     def _make_model(self, info: dict) -> FlowPosterior:
-        theta_scale, x_scale = (Standardize(info[k]["mean"], info[k]["std"]) for k in ("theta", "x"))
+        theta_scale = Standardize(info["theta"]["mean"], info["theta"]["std"])
+        if info.get("embedding") is not None:
+            embedding, width = self._make_embedding(info["embedding"])
+            return FlowPosterior(theta_scale, None, self.hidden, self.activation, self.transforms, self.flow,
+                                 embedding, width)
+        x_scale = Standardize(info["x"]["mean"], info["x"]["std"])
         return FlowPosterior(theta_scale, x_scale, self.hidden, self.activation, self.transforms, self.flow)
 
     def _score_shift(self):
@@ -152,11 +190,18 @@ class NPE(ScoreTermOptions, Estimator):
                                "set estimator.prior_ = prior again after loading")
         return torch.zeros(theta.shape[0]) if isinstance(self.prior_, BoxUniform) else self.prior_.log_prob(theta)
 
-    def log_prob(self, theta, x) -> torch.Tensor:
-        """log q̂(θ|x) [n] for θ [n, p] or [p] and x [n, d] or one observation [d]; −inf outside the prior's
-        support. Not renormalised for the flow's mass outside the support (``sample`` rejects it)."""
+    def _observations(self, x) -> torch.Tensor:
+        """x as float32 [n, ...]: one observation, shaped like a row of the training x, gets a leading axis."""
         x = torch.as_tensor(x, dtype=torch.float32)
-        x = x[None] if x.ndim == 1 else x
+        row_ndim = len(self.info_.get("x_shape", [0]))  # models saved before x_shape: x [n, d]
+        return x[None] if x.ndim == row_ndim else x
+
+    def log_prob(self, theta, x) -> torch.Tensor:
+        """log q̂(θ|x) [n] for θ [n, p] or [p] and x [n, d] or one observation [d] (with an embedding: x [n, ...]
+        or one observation shaped like a row of the training x); −inf outside the prior's support. Not
+        renormalised for the flow's mass outside the support (``sample`` rejects it)."""
+        self._require_fitted()
+        x = self._observations(x)
         theta = torch.as_tensor(theta, dtype=torch.float32)
         theta = theta[None] if theta.ndim == 1 else theta
         if x.shape[0] == 1:
@@ -167,10 +212,18 @@ class NPE(ScoreTermOptions, Estimator):
         return torch.where(self._outside(theta), torch.full_like(value, float("-inf")), value)
 
     def sample(self, x, n: int, seed: int = 0, max_draws: int = 10_000_000) -> torch.Tensor:
-        """n draws [n, p] of θ from q̂(θ|x) for one observation x [d] (or [1, d]), inside the prior's support
-        (rejection); a RuntimeError if over ``max_draws`` draws are needed (the flow misses the support)."""
+        """n draws [n, p] of θ from q̂(θ|x) for one observation x [d] (or [1, d]; with an embedding, shaped like
+        a row of the training x, or with a leading axis of 1: a set of m trials [m, d] may have any m), inside the
+        prior's support (rejection); a RuntimeError if over ``max_draws`` draws are needed (the flow misses the
+        support)."""
         self._require_fitted()
-        x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
+        if self.info_.get("embedding") is None:
+            x = torch.as_tensor(x, dtype=torch.float32).reshape(1, -1)
+        else:
+            x = self._observations(x)
+            if x.shape[0] != 1:
+                raise ValueError(f"{type(self).__name__}.sample takes one observation, got x of shape "
+                                 f"{list(x.shape)} (rows shaped like {self.info_['x_shape']})")
         kept, drawn, accepted = [], 0, 0
         with torch.no_grad(), seeded_global_generator(seed):
             while accepted < n:

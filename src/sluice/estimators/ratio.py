@@ -11,11 +11,12 @@ from ..data.augmented import AugmentedData
 from . import losses
 from .base import Estimator, PotentialPredictions
 from .conv_networks import DEFAULT_CHANNELS, ConvPotential, check_norm, choose_network
-from .networks import Potential, Standardize
+from .embeddings import EmbeddedPotential, EmbeddingOptions
+from .networks import FeaturePotential, Potential, Standardize
 from .score_term import ScoreTermOptions, warn_unused
 
 
-class RatioEstimator(ScoreTermOptions, PotentialPredictions, Estimator):
+class RatioEstimator(ScoreTermOptions, EmbeddingOptions, PotentialPredictions, Estimator):
     """The ratio family: one network g with log r̂(x|θ0,θ1) = g(x,θ0) − g(x,θ1), trained by a classification or
     regression loss on (x, θ0, θ1, y) and, where ``uses_score``, the joint-score term (``score_term.ScoreTerm``).
 
@@ -28,6 +29,10 @@ class RatioEstimator(ScoreTermOptions, PotentialPredictions, Estimator):
     - ``network``: "mlp" (``networks.Potential`` on standardised x), "conv" (``conv_networks.ConvPotential``, a
       residual encoder with ``channels`` and θ joined after it) or "auto" (the default): "conv" where x is an
       image, else "mlp". ``norm``: "batch" (the default) or "none", batch normalisation in the conv encoder.
+    - ``embedding`` (None): an embedding network e(x) [n, k] learned jointly with g, which then sees
+      g(e(x), θ): a built-in name ("mlp", "set", "masked_set", "conv1d", "conv2d"; ``embeddings``) or the user's
+      ``torch.nn.Module`` (load such a model with ``CARL.load(path, embedding=module)``, etc.). It replaces
+      ``network``, which must then stay "auto". The score term is unaffected: it needs ∇θ only.
     - ``hidden`` ((64, 64, 64)), ``activation`` ("silu"), ``learning_rate`` (1e-3), ``schedule`` ("cosine"),
       ``batch_size`` (128), ``steps`` (6000) and ``epochs`` (None: enough for ``steps`` optimiser steps, with early
       stopping), ``patience``, ``clip_grad_norm``, ``threads`` (1), ``device`` ("cpu"): the network and its
@@ -41,8 +46,12 @@ class RatioEstimator(ScoreTermOptions, PotentialPredictions, Estimator):
 
     def __init__(self, alpha: float = 1.0, scale_free: bool = True, clip_log_r: float = 20.0,
                  clip_score: float | None = 50.0, network: str = "auto",
-                 channels: tuple[int, ...] = DEFAULT_CHANNELS, norm: str = "batch", **common):
+                 channels: tuple[int, ...] = DEFAULT_CHANNELS, norm: str = "batch", embedding=None, **common):
         super().__init__(**common)
+        self._init_embedding(embedding)
+        if embedding is not None and network != "auto":
+            raise ValueError(f"{type(self).__name__}: network={network!r} and embedding={embedding!r} both choose "
+                             "how x enters g; pass the embedding alone (network='auto')")
         self.network = network
         self.channels = tuple(channels)
         self.norm = check_norm(norm)
@@ -57,13 +66,20 @@ class RatioEstimator(ScoreTermOptions, PotentialPredictions, Estimator):
 
     def _describe(self, data: AugmentedData) -> dict:
         theta = torch.cat([data.theta0, data.theta1])
+        if self.embedding is not None:
+            return {"embedding": self._describe_embedding(data.x, channels=self.channels, norm=self.norm),
+                    "theta": Standardize.fit(theta).state_dict()}
         if choose_network(self.network, data.x) == "conv":
             return {"network": "conv", "channels": list(self.channels), "norm": self.norm,
                     **ConvPotential.statistics(data.x),
                     "theta": Standardize.fit(theta).state_dict()}
         return {"x": Standardize.fit(data.x).state_dict(), "theta": Standardize.fit(theta).state_dict()}
 
-    def _make_model(self, info: dict) -> Potential | ConvPotential:
+    def _make_model(self, info: dict) -> Potential | FeaturePotential:
+        if info.get("embedding") is not None:
+            theta_scale = Standardize(info["theta"]["mean"], info["theta"]["std"])
+            embedding, width = self._make_embedding(info["embedding"])
+            return EmbeddedPotential(embedding, width, theta_scale, self.hidden, self.activation)
         if info.get("network") == "conv":
             return ConvPotential.from_info(info, self.hidden, self.activation)
         scales = [Standardize(state["mean"], state["std"]) for state in (info["x"], info["theta"])]
@@ -93,9 +109,9 @@ class RatioEstimator(ScoreTermOptions, PotentialPredictions, Estimator):
         return loss
 
     def log_ratio_table(self, x, thetas: torch.Tensor, theta_ref: torch.Tensor) -> torch.Tensor | None:
-        """log r̂(x_i | θ_g, θ_ref) [G, n] for ``sluice.inference`` with a conv network, each image encoded once;
-        None for other networks (the generic evaluation serves them)."""
-        if not isinstance(getattr(self, "model_", None), ConvPotential):
+        """log r̂(x_i | θ_g, θ_ref) [G, n] for ``sluice.inference`` with a conv network or an embedding, each x
+        encoded once; None for the plain MLP (the generic evaluation serves it)."""
+        if not isinstance(getattr(self, "model_", None), FeaturePotential):
             return None
         (x,) = self._inputs(x)
         points = torch.cat([torch.as_tensor(thetas, dtype=torch.float32),

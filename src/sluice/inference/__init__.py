@@ -2,16 +2,41 @@
 Fisher information, posteriors and diagnostics: numbers only (figures: ``sluice.plots``). Names here are public
 (docs/inference.md)."""
 
-from .diagnostics import Coverage, c2st, closure_test, coverage, sbc_ranks, sbc_uniformity
+from .diagnostics import (
+    TARP,
+    Coverage,
+    PredictiveCheck,
+    c2st,
+    closure_test,
+    coverage,
+    mean_of_events,
+    posterior_predictive_check,
+    sbc_ranks,
+    sbc_uniformity,
+    standardize_by_reference,
+    tarp,
+    tarp_coverage,
+)
 from .exact import ExactLikelihood
 from .fisher import FisherInformation, exact_fisher_information, fisher_information
 from .neyman import neyman_thresholds, profile_scan
-from .posterior import Posterior, grid_posterior, log_posterior, mcmc_posterior, variational_posterior
+from .posterior import (
+    Posterior,
+    effective_sample_size,
+    grid_posterior,
+    log_posterior,
+    mcmc_posterior,
+    sample_posterior,
+    split_r_hat,
+    variational_posterior,
+)
 from .scans import Scan, asimov_scan, make_grid, maximum_likelihood, scan, wilks_threshold
 
 __all__ = [
     "Coverage", "ExactLikelihood", "FisherInformation", "Posterior", "Scan", "asimov_scan", "c2st", "closure_test",
     "coverage", "exact_fisher_information", "fisher_information", "grid_posterior", "log_posterior", "make_grid",
     "maximum_likelihood", "mcmc_posterior", "neyman_thresholds", "profile_scan", "sbc_ranks", "sbc_uniformity", "scan",
-    "variational_posterior", "wilks_threshold",
+    "variational_posterior", "wilks_threshold", "TARP", "tarp", "tarp_coverage", "PredictiveCheck",
+    "posterior_predictive_check", "mean_of_events", "standardize_by_reference", "sample_posterior",
+    "effective_sample_size", "split_r_hat",
 ]

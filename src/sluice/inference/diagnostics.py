@@ -1,5 +1,5 @@
-"""Diagnostics: coverage of confidence regions, the closure test E[r̂] = 1, SBC ranks and their uniformity, and
-C2ST."""
+"""Diagnostics: coverage of confidence regions, the closure test E[r̂] = 1, SBC ranks and their uniformity, TARP
+expected coverage, posterior predictive checks and C2ST. Numbers only; their figures are in ``sluice.plots``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from ..simulators.priors import sample_prior
 from .evaluate import log_ratio_table
 from .scans import maximum_likelihood, wilks_threshold
 
-__all__ = ["Coverage", "coverage", "closure_test", "sbc_ranks", "sbc_uniformity", "c2st"]
+__all__ = ["Coverage", "coverage", "closure_test", "sbc_ranks", "sbc_uniformity", "c2st", "standardize_by_reference",
+           "TARP", "tarp", "tarp_coverage", "PredictiveCheck", "posterior_predictive_check", "mean_of_events"]
 
 
 @dataclass
@@ -71,22 +72,32 @@ def closure_test(estimator, simulator, theta0, theta1, n: int = 50_000, seed: in
     return float(ratio.mean()), float(ratio.std() / math.sqrt(n))
 
 
-def sbc_ranks(posterior_sampler, simulator, prior, n_events: int, n_simulations: int = 100,
-              n_posterior_samples: int = 100, seed: int = 0) -> torch.Tensor:
-    """Simulation-based calibration: for θ* ~ prior and x ~ θ*, the rank of θ* among posterior samples,
-    [n_simulations, p]; uniform on 0…n_posterior_samples for a calibrated posterior.
-
-    ``posterior_sampler(x, n, seed)`` returns [n, p] samples of p(θ | x).
-    """
+def _calibration_draws(posterior_sampler, simulator, prior, n_events: int, n_simulations: int,
+                       n_posterior_samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The simulations behind SBC and TARP: truths θ*_k ~ prior [K, p] and, for x_k ~ θ*_k (``n_events`` events),
+    posterior draws θ_kj ~ q(θ | x_k) [K, S, p]."""
     truths = sample_prior(prior, n_simulations, seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    ranks = torch.empty(n_simulations, truths.shape[1], dtype=torch.long)
+    draws = []
     for k in range(n_simulations):
         with torch.no_grad():
             x, _ = simulator.sample(truths[k].expand(n_events, -1), generator=generator)
-        samples = posterior_sampler(x, n_posterior_samples, seed + k)
-        ranks[k] = (samples < truths[k]).sum(dim=0)
-    return ranks
+        draws.append(torch.as_tensor(posterior_sampler(x, n_posterior_samples, seed + k)).reshape(
+            n_posterior_samples, truths.shape[1]))
+    return truths, torch.stack(draws)
+
+
+def sbc_ranks(posterior_sampler, simulator, prior, n_events: int, n_simulations: int = 100,
+              n_posterior_samples: int = 100, seed: int = 0) -> torch.Tensor:
+    """Simulation-based calibration (Talts et al. 2018): for θ* ~ prior and x ~ θ*, the rank of θ* among posterior
+    samples, [n_simulations, p]; uniform on 0…n_posterior_samples for a calibrated posterior (test it with
+    ``sbc_uniformity``, draw it with ``sluice.plots.plot_sbc_ranks``).
+
+    ``posterior_sampler(x, n, seed)`` returns [n, p] samples of p(θ | x).
+    """
+    truths, draws = _calibration_draws(posterior_sampler, simulator, prior, n_events, n_simulations,
+                                       n_posterior_samples, seed)
+    return (draws < truths[:, None, :]).sum(dim=1)
 
 
 def sbc_uniformity(ranks: torch.Tensor, n_posterior_samples: int, bins: int = 5) -> torch.Tensor:
@@ -120,10 +131,60 @@ def sbc_uniformity(ranks: torch.Tensor, n_posterior_samples: int, bins: int = 5)
     return torch.as_tensor(stats.chi2.sf(statistic.numpy(), bins - 1))
 
 
-def c2st(samples_a: torch.Tensor, samples_b: torch.Tensor, folds: int = 5, epochs: int = 150, seed: int = 0) -> float:
-    """Classifier two-sample test: the cross-validated accuracy of a small network telling the sets apart
-    (0.5 when they come from the same distribution, 1 when they are disjoint)."""
-    features = torch.cat([samples_a, samples_b]).to(torch.float32)
+C2ST_METHODS = ("sklearn", "torch")
+
+
+def c2st(reference: torch.Tensor, samples: torch.Tensor, folds: int = 5, epochs: int = 150, seed: int = 0,
+         method: str = "sklearn") -> float:
+    """Classifier two-sample test: the cross-validated accuracy of a classifier telling ``samples`` [m, d] from
+    ``reference`` [n, d] (0.5 when they come from one distribution, 1 when they are disjoint).
+
+    ``method="sklearn"`` (the default) is the protocol of the sbibm benchmark (Lueckmann et al. 2021), so that
+    numbers compare with published ones: both sets are z-scored with the mean and standard deviation of the
+    REFERENCE set (the first argument; the order matters, as in sbibm, which passes the reference posterior
+    first), then scikit-learn's ``MLPClassifier`` (ReLU, two hidden layers of 10·d units, Adam, ``max_iter``
+    10 000, otherwise sklearn's defaults, ``random_state=seed``) is scored by 5-fold stratified, shuffled
+    cross-validation (sbibm shuffles plain K folds; stratifying keeps each held-out fold as balanced as the
+    sets, which removes the fold-to-fold label imbalance from the noise); the result is the mean accuracy over
+    the folds. Each point is classified once, by a classifier that never saw it, so for one distribution the
+    accuracy is 1/2 within about √(1/4(n + m)). Needs the optional ``sklearn`` extra (scikit-learn).
+
+    ``method="torch"`` is sluice's earlier classifier, kept unchanged so that older numbers can be reproduced:
+    the pooled sets z-scored together, a ReLU network of the same widths trained full-batch by Adam for
+    ``epochs`` steps per fold (``epochs`` is ignored by ``"sklearn"``).
+    """
+    if method not in C2ST_METHODS:
+        raise ValueError(f"c2st method {method!r} is not one of {C2ST_METHODS}")
+    reference = torch.as_tensor(reference).reshape(len(reference), -1).to(torch.float32)
+    samples = torch.as_tensor(samples).reshape(len(samples), -1).to(torch.float32)
+    if method == "torch":
+        return _c2st_torch(reference, samples, folds, epochs, seed)
+    try:
+        from sklearn.model_selection import StratifiedKFold, cross_val_score
+        from sklearn.neural_network import MLPClassifier
+    except ImportError as error:
+        raise ImportError("c2st(method='sklearn'), the sbibm protocol, needs scikit-learn: "
+                          "pip install 'sluice-sbi[sklearn]' (or pass method='torch')") from error
+    features = torch.cat(standardize_by_reference(reference, samples)).numpy()
+    labels = torch.cat([torch.zeros(len(reference)), torch.ones(len(samples))]).numpy()
+    width = 10 * features.shape[1]
+    classifier = MLPClassifier(activation="relu", hidden_layer_sizes=(width, width), max_iter=10_000, solver="adam",
+                               random_state=seed)
+    splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(classifier, features, labels, cv=splits, scoring="accuracy").mean())
+
+
+def standardize_by_reference(reference: torch.Tensor, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reference − μ)/σ and (samples − μ)/σ with μ, σ [d] the mean and (n − 1)-normalised standard deviation of
+    ``reference`` [n, d] alone; a constant column (σ = 0) is only centred."""
+    mean, scale = reference.mean(dim=0), reference.std(dim=0)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return (reference - mean) / scale, (samples - mean) / scale
+
+
+def _c2st_torch(samples_a: torch.Tensor, samples_b: torch.Tensor, folds: int, epochs: int, seed: int) -> float:
+    """The accuracy of a network trained full-batch on the pooled, pooled-z-scored sets, over ``folds`` folds."""
+    features = torch.cat([samples_a, samples_b])
     features = (features - features.mean(dim=0)) / features.std(dim=0).clamp_min(1e-12)
     labels = torch.cat([torch.zeros(len(samples_a)), torch.ones(len(samples_b))])
     generator = torch.Generator().manual_seed(seed)
@@ -146,3 +207,136 @@ def c2st(samples_a: torch.Tensor, samples_b: torch.Tensor, folds: int = 5, epoch
             with torch.no_grad():
                 correct += int(((classifier(features[held])[:, 0] > 0).float() == labels[held]).sum())
     return correct / len(labels)
+
+
+@dataclass
+class TARP:
+    """Expected coverage by random reference points (TARP, Lemos et al. 2023), over K simulations (θ*_k, x_k).
+
+    For each k a reference point θ_r,k is drawn, and f_k is the share of the S posterior draws θ_kj ~ q(θ | x_k)
+    closer to θ_r,k than θ*_k is: f_k = #{j : ‖θ_kj − θ_r,k‖ < ‖θ*_k − θ_r,k‖}/S. The ball about θ_r,k holding a
+    share 1 − α of q's mass holds θ*_k exactly when f_k < 1 − α, so the expected coverage probability
+    ECP(1 − α) = mean_k [f_k < 1 − α] equals 1 − α for every α when q is the true posterior (and, Lemos et al.
+    show, with references drawn at random only then); with S draws f_k is a multiple of 1/S, which moves the
+    curve by at most 1/(S + 1) (ECP(1) = 1 − 1/(S + 1) on average). Distances are taken after each parameter is
+    divided by the spread of the truths, so that no parameter dominates them.
+
+    ``credibility`` [G] (1 − α on a grid from 0 to 1) and ``coverage`` [G] (ECP) make the curve;
+    ``fractions`` [K] are the f_k; ``max_deviation`` = max |ECP − (1 − α)|, the curve's largest distance from the
+    diagonal; ``area`` = ∫ (ECP − (1 − α)) d(1 − α), its signed area (0 on the diagonal; a posterior too wide or
+    too narrow about a reference may still give ≈ 0, so read ``max_deviation`` and ``p_value``);
+    ``p_value`` is the Kolmogorov–Smirnov test of calibration: with S draws the count S·f_k is uniform on 0…S
+    for the true posterior, (S·f_k + U_k)/(S + 1) with U_k ~ U(0, 1) is exactly uniform on (0, 1), and the KS
+    distance of those K values is ``max_deviation`` up to about 1/(S + 1) and the grid step.
+    """
+
+    credibility: torch.Tensor
+    coverage: torch.Tensor
+    fractions: torch.Tensor
+    max_deviation: float
+    area: float
+    p_value: float
+
+
+def tarp_coverage(draws: torch.Tensor, truths: torch.Tensor, references: torch.Tensor | None = None,
+                  points: int = 101, seed: int = 0) -> TARP:
+    """TARP expected coverage (see ``TARP``) of posterior ``draws`` [K, S, p] for ``truths`` [K, p].
+
+    ``references`` [K, p] are the reference points; by default uniform in the box spanned by the truths, drawn
+    from ``seed`` (which also draws the U_k of the p-value).
+
+    >>> truths = torch.zeros(200, 1)
+    >>> result = tarp_coverage(torch.randn(200, 99, 1) * 1e-3 + 5.0, truths)  # every draw far from the truth
+    >>> result.max_deviation > 0.9, result.p_value < 1e-10
+    (True, True)
+    """
+    draws = torch.as_tensor(draws, dtype=torch.float64)
+    truths = torch.as_tensor(truths, dtype=torch.float64).reshape(draws.shape[0], draws.shape[2])
+    generator = torch.Generator().manual_seed(seed)
+    low, high = truths.min(dim=0).values, truths.max(dim=0).values
+    scale = torch.where(high > low, high - low, torch.ones_like(high))
+    if references is None:
+        references = low + (high - low) * torch.rand(truths.shape, generator=generator, dtype=torch.float64)
+    references = torch.as_tensor(references, dtype=torch.float64).reshape(truths.shape)
+    draw_distance = ((draws - references[:, None]) / scale).norm(dim=2)  # [K, S]
+    truth_distance = ((truths - references) / scale).norm(dim=1)  # [K]
+    closer = (draw_distance < truth_distance[:, None]).sum(dim=1)  # [K], uniform on 0…S when calibrated
+    n_draws = draws.shape[1]
+    fractions = closer.double() / n_draws
+    credibility = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+    ecp = (fractions[None, :] < credibility[:, None]).double().mean(dim=1)
+    gap = ecp - credibility
+    randomized = (closer.double() + torch.rand(closer.shape, generator=generator, dtype=torch.float64)) / (n_draws + 1)
+    return TARP(credibility.float(), ecp.float(), fractions.float(), float(gap.abs().max()),
+                float(torch.trapezoid(gap, credibility)), float(stats.kstest(randomized.numpy(), "uniform").pvalue))
+
+
+def tarp(posterior_sampler, simulator, prior, n_events: int, n_simulations: int = 100,
+         n_posterior_samples: int = 100, seed: int = 0, references: torch.Tensor | None = None) -> TARP:
+    """TARP (``tarp_coverage``) over ``n_simulations`` data sets θ* ~ prior, x ~ θ* (``n_events`` events each),
+    with ``posterior_sampler(x, n, seed)`` → [n, p] as for ``sbc_ranks`` (the same seed gives the same θ*, x)."""
+    truths, draws = _calibration_draws(posterior_sampler, simulator, prior, n_events, n_simulations,
+                                       n_posterior_samples, seed)
+    return tarp_coverage(draws, truths, references, seed=seed)
+
+
+@dataclass
+class PredictiveCheck:
+    """A posterior predictive check: a statistic T of the observed data against T of data simulated at
+    posterior draws.
+
+    ``observed`` [k] is T(x_o); ``replicated`` [S, k] are T(x_s) for x_s ~ p(x | θ_s), θ_s ~ q(θ | ·);
+    ``ranks`` [k] count the replicates below T(x_o) per component; ``percentiles`` [k] are the shares of
+    replicates below it (ties count half); ``p_values`` [k] are two-sided Monte-Carlo p-values per component,
+    min(1, 2·min(1 + #{T_s ≤ T_o}, 1 + #{T_s ≥ T_o})/(S + 1)); ``p_value`` is the summary: the share of the
+    S + 1 statistics (observed included) whose Mahalanobis distance D = (T − T̄)ᵀ Σ⁺ (T − T̄) from their common
+    mean T̄ and covariance Σ is at least the observed one's. Small: x_o lies where the predictive rarely goes.
+    """
+
+    observed: torch.Tensor
+    replicated: torch.Tensor
+    ranks: torch.Tensor
+    percentiles: torch.Tensor
+    p_values: torch.Tensor
+    p_value: float
+
+
+def mean_of_events(x: torch.Tensor) -> torch.Tensor:
+    """The default PPC statistic: each data set's mean event, [B, n, d…] → [B, d·…] (B data sets of n events)."""
+    return x.reshape(x.shape[0], x.shape[1], -1).double().mean(dim=1)
+
+
+def posterior_predictive_check(simulator, posterior_samples: torch.Tensor, x_observed: torch.Tensor,
+                               statistic=mean_of_events, seed: int = 0) -> PredictiveCheck:
+    """Simulate one data set of ``len(x_observed)`` events at each posterior draw ``posterior_samples`` [S, p] and
+    compare the ``statistic`` of the observed events ``x_observed`` [n, d] with its S replicates (see
+    ``PredictiveCheck``). ``statistic`` maps B data sets of n events [B, n, d…] to [B, k] (default: the mean event).
+
+    When x_o is also the data the posterior was conditioned on, the check is conservative (p-values gather
+    about 1/2 even for the true posterior, since the posterior has already been pulled towards x_o): it catches a
+    model that cannot make data like x_o, not a posterior too wide or too narrow. To test calibration, condition
+    on part of the events and check against the others (a split predictive check): for the true posterior
+    the held-out statistic and the S replicates are exchangeable, so ``ranks`` are uniform on 0…S across data
+    sets (as SBC ranks, ``sbc_uniformity``) and ``p_value`` is uniform on {1, …, S + 1}/(S + 1).
+    """
+    draws = torch.as_tensor(posterior_samples, dtype=torch.float32)
+    draws = draws.reshape(draws.shape[0], -1)
+    x_observed = torch.as_tensor(x_observed)
+    n_draws, n_events = draws.shape[0], x_observed.shape[0]
+    with torch.no_grad():
+        x, _ = simulator.sample(draws.repeat_interleave(n_events, dim=0),
+                                generator=torch.Generator().manual_seed(seed))
+        replicated = torch.as_tensor(statistic(x.reshape(n_draws, n_events, *x.shape[1:]))).double()
+        observed = torch.as_tensor(statistic(x_observed[None])).double()
+    replicated = replicated.reshape(n_draws, -1)
+    observed = observed.reshape(-1)
+    below, equal = (replicated < observed).sum(dim=0), (replicated == observed).sum(dim=0)
+    at_most, at_least = below + equal, n_draws - below
+    p_values = (2 * torch.minimum(at_most + 1, at_least + 1).double() / (n_draws + 1)).clamp(max=1.0)
+    everything = torch.cat([observed[None], replicated])  # the observed statistic first
+    centred = everything - everything.mean(dim=0)
+    precision = torch.linalg.pinv(torch.atleast_2d(torch.cov(everything.T)))
+    distance = ((centred @ precision) * centred).sum(dim=1)
+    p_value = float((distance >= distance[0]).double().mean())
+    return PredictiveCheck(observed.float(), replicated.float(), below, ((below + equal / 2) / n_draws).float(),
+                           p_values.float(), p_value)
