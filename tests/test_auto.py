@@ -173,7 +173,7 @@ def test_every_candidate_holds_out_the_same_rows(rows, monkeypatch):
 
 def test_save_and_load_keep_predictions_weights_and_the_record(rows, tmp_path):
     data = rows[:1000]
-    auto = Auto(["ALICES", "SCANDAL"], combine="stack", hidden=(16, 16)).fit(data, epochs=2)
+    auto = Auto(["ALICES", "SCANDAL"], combine="stack", gate=True, hidden=(16, 16)).fit(data, epochs=2)
     assert len(auto) == 2, "both members must be kept for the spread to be tested"
     path = tmp_path / "auto.pt"
     auto.save(path)

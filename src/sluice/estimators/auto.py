@@ -104,11 +104,13 @@ class Auto:
       log r(x,z): its minimiser is the latent-averaged E[log r(x,z) | x], not log r(x), so it favours regressions
       on log r(x,z); kept for comparison) or "auto" (the default: "score" where the data have joint scores and
       every candidate gives ``score``, else "alice" where they have ``log_r_xz``, else "carl").
-    - ``gate`` (True): where the density members' pooled |log r̂| exceeds the ratio members' ``clip_log_r`` (20),
+    - ``gate`` (False): where the density members' pooled |log r̂| exceeds the ratio members' ``clip_log_r`` (20),
       use the density members alone (NDE, SCANDAL: ``ratio_gate``). The ratio family never saw a target beyond its
       clip, and its cross-entropies are flat there (s(1 − s) → 0), so no held-out criterion can tell how wrong its
       log r̂ is on such pairs; a density's log p̂(x|θ0) − log p̂(x|θ1) has no such bound. Without a density member
-      among the kept ones the gate does nothing.
+      among the kept ones the gate does nothing. Off by default: on the task suite it helped where the density
+      member is good at large |log r| (hierarchical, slcp) and cost as much where it is not (shape, counts):
+      docs/benchmarks.md, "The automatic choice".
     - ``**common``: constructor arguments (``hidden``, ``learning_rate``, …) for the candidates built from names;
       each gets those its constructor accepts.
 
@@ -132,7 +134,7 @@ class Auto:
     """
 
     def __init__(self, candidates=DEFAULT_CANDIDATES, combine: str = "stack", criterion: str = "auto",
-                 gate: bool = True, **common):
+                 gate: bool = False, **common):
         self.gate = bool(gate)
         self.candidates = [candidates] if isinstance(candidates, str) else list(candidates)
         if not self.candidates:
@@ -430,7 +432,7 @@ class Auto:
 
     def __repr__(self) -> str:
         common = "".join(f", {k}={v!r}" for k, v in self.common.items())
-        gate = "" if self.gate else ", gate=False"
+        gate = ", gate=True" if self.gate else ""
         return (f"Auto(candidates={self.candidates!r}, combine={self.combine!r}, criterion={self.criterion!r}"
                 f"{gate}{common})")
 
