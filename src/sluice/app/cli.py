@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from functools import wraps
 
 import click
+from click.core import ParameterSource
 
-from .. import simulators
 from ..data.augmented import AugmentedData
 from ..data.simulation import MiningError, WorkerCrashError
 from ..data.simulation import simulate as simulate_data
 from ..estimators.training import NonFiniteLossError
 from ..mining.checks import check_simulator
-from ..simulators import priors
-from ..simulators.base import Simulator
 from .config import apply_config, require
+from .specs import estimator_class, load_model, load_simulator, parse_prior, parse_vector
 
 # OSError covers missing, unreadable and unwritable files and folders
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, AttributeError, KeyError, MiningError, NonFiniteLossError,
@@ -38,47 +36,6 @@ def one_line_errors(command):
             sys.exit(2)
 
     return wrapper
-
-
-def load_simulator(spec: str) -> Simulator:
-    """A built-in name (``galton``, ``mixture`` or the class name) or ``module:Class``."""
-    by_name = dict(simulators.BUILT_IN)
-    by_name.update({cls.__name__.lower(): cls for cls in simulators.BUILT_IN.values()})
-    if spec.lower() in by_name:
-        return by_name[spec.lower()]()
-    if ":" not in spec:
-        raise ValueError(f"unknown simulator {spec!r}: use one of {sorted(simulators.BUILT_IN)} or module:Class")
-    module_name, class_name = spec.split(":", 1)
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot load simulator {spec!r}: {error}") from None
-    instance = cls() if isinstance(cls, type) else cls
-    if not isinstance(instance, Simulator):
-        raise TypeError(f"{spec} is not a sluice.Simulator")
-    return instance
-
-
-def parse_vector(text: str) -> list[float]:
-    try:
-        return [float(value) for value in text.split(",")]
-    except ValueError:
-        raise ValueError(f"cannot read {text!r} as comma-separated numbers") from None
-
-
-def parse_prior(spec: str | None, simulator: Simulator):
-    """``box:LOW:HIGH`` or ``point:THETA`` with comma-separated vectors; default: the simulator's own."""
-    if spec is None:
-        if not hasattr(simulator, "default_prior"):
-            raise ValueError(f"{simulator.name} has no default prior; give --prior box:LOW:HIGH")
-        return simulator.default_prior()
-    kind, _, rest = spec.partition(":")
-    if kind == "box" and rest.count(":") == 1:
-        low, high = rest.split(":")
-        return priors.BoxUniform(parse_vector(low), parse_vector(high))
-    if kind == "point" and rest:
-        return priors.Point(parse_vector(rest))
-    raise ValueError(f"cannot read prior {spec!r}: use box:LOW:HIGH or point:THETA (comma-separated vectors)")
 
 
 class OneLineGroup(click.Group):
@@ -187,18 +144,6 @@ def simulate(ctx, **options):
     click.echo(f"wrote {len(data)} rows to {out}: {data}")
 
 
-def estimator_class(name: str) -> type:
-    """An estimator class of ``sluice.estimators`` by name, any case (ALICES, alices, …)."""
-    from .. import estimators
-
-    # the composites (Ensemble, Auto) are built in Python, not trained by `sluice train`
-    names = [n for n in estimators.__all__ if n not in ("Estimator", "Ensemble", "Auto", "load")]
-    by_name = {n.lower(): getattr(estimators, n) for n in names}
-    if name.lower() not in by_name:
-        raise ValueError(f"unknown method {name!r}: use one of {', '.join(names)}")
-    return by_name[name.lower()]
-
-
 IN_MEMORY_BYTES = 2 << 30  # `sluice train` loads files up to 2 GiB; larger ones are read in shuffled blocks
 
 
@@ -259,15 +204,7 @@ def train(ctx, **options):
                f"{best}; wrote {out}")
 
 
-def load_model(spec: str):
-    """A model file written by `sluice train` (or Estimator.save), or ``exact:SIMULATOR`` for the exact likelihood
-    of a simulator that has one (the truth to compare with)."""
-    from ..estimators import load
-    from ..inference import ExactLikelihood
-
-    if spec.startswith("exact:"):
-        return ExactLikelihood(load_simulator(spec[len("exact:"):]))
-    return load(spec)
+POSTERIOR_OPTIONS = ("simulator", "prior", "samples", "seed", "calibration")
 
 
 @main.command()
@@ -275,12 +212,25 @@ def load_model(spec: str):
 @click.option("--observed", type=click.Path(dir_okay=False), default=None,
               help="Observed events (required): .h5 (AugmentedData, its x), .npy, .csv or .txt (one event per row).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Folder for scan.json, scan.csv and scan.png (required).")
-@click.option("--grid", default=None,
-              help="LOW:HIGH:POINTS, vectors comma-separated (required), e.g. -1:-0.4:121 or -1,-1:1,1:41.")
-@click.option("--levels", default="0.68,0.95", show_default=True, help="Confidence levels, comma-separated.")
+              help="Folder for scan.json, scan.csv and scan.png, or with --posterior for posterior.csv, "
+                   "posterior.json, corner.png and posterior.html (required).")
+@click.option("--grid", default=None, help="LOW:HIGH:POINTS, vectors comma-separated (required for a scan), e.g. "
+              "-1:-0.4:121 or -1,-1:1,1:41.")
+@click.option("--levels", default="0.68,0.95", show_default=True,
+              help="Confidence levels (with --posterior: central credible intervals), comma-separated.")
 @click.option("--truth", default=None, help="A θ to mark in the plot, comma-separated (optional).")
-@click.option("--overwrite", is_flag=True, help="Replace scan.* in OUT if they exist.")
+@click.option("--posterior", is_flag=True, help="Draw from the posterior p(θ|x) instead of scanning q(θ), and write "
+              "an HTML report with the summary, a corner plot, sampler diagnostics and checks.")
+@click.option("--simulator", default=None, help="--posterior: the simulator of the model (built-in name or "
+              "module:Class): its default prior, predictive check and calibration [default: exact:SIMULATOR's].")
+@click.option("--prior", default=None, help="--posterior: box:LOW:HIGH [default: the simulator's, else the "
+              "posterior estimator's own].")
+@click.option("--samples", type=click.IntRange(min=2), default=10_000, show_default=True,
+              help="--posterior: posterior draws.")
+@click.option("--seed", type=int, default=0, show_default=True, help="--posterior: seed of the draws and checks.")
+@click.option("--calibration", type=click.IntRange(min=2), default=None, help="--posterior: SBC and TARP over N "
+              "data sets simulated from the prior, one posterior each (fast for NPE, slow for MCMC samplers).")
+@click.option("--overwrite", is_flag=True, help="Replace the files of this mode in OUT if they exist.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
 @click.pass_context
 @one_line_errors
@@ -288,13 +238,29 @@ def infer(ctx, **options):
     """Scan q(θ) = −2 Δ log L of MODEL (a file from `sluice train`, or exact:SIMULATOR) over a θ grid for the
     observed events; write the MLE and Wilks intervals (scan.json), q on the grid (scan.csv) and a plot.
 
+    With --posterior, draw from p(θ|x) instead (an NPE's own sampler, else MCMC on the prior; sluice.inference.
+    sample_posterior) and write posterior.csv (the draws), posterior.json (mean, std, central intervals, ESS,
+    R-hat, warnings), corner.png and posterior.html, a self-contained report with a posterior predictive check
+    when the simulator is known, and SBC and TARP with --calibration N.
+
     A --config TOML file may give any option (model = "alices.pt", grid = "-1:-0.4:121", levels = [0.68, 0.95],
     …), flat or in an [infer] table; flags override it.
     """
+    options = apply_config(ctx, options, options.pop("config"))
+    # an option of the other mode given as a flag is a mistake; from a config file shared by both modes it is not
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    stray = sorted(given & ({"grid"} if options["posterior"] else set(POSTERIOR_OPTIONS)))
+    if stray:
+        raise ValueError(f"--{stray[0]} is for {'a scan, not --posterior' if options['posterior'] else '--posterior'}")
+    if options["posterior"]:
+        from .posterior_report import infer_posterior
+
+        for line in infer_posterior(options, report=lambda line: click.echo(line, err=True)):
+            click.echo(line)
+        return
     from ..inference import scan
     from .scan_io import OUTPUT_FILES, parse_grid, read_observed, write_scan
 
-    options = apply_config(ctx, options, options.pop("config"))
     require(options, "model", "observed", "out", "grid")
     levels = parse_vector(options["levels"])
     if not all(0 < level < 1 for level in levels):
@@ -337,42 +303,36 @@ def check(simulator, prior, n, seed):
 
 
 @main.command()
-@click.argument("name", type=click.Choice(["galton", "mixture", "suite"]))
+@click.argument("name", type=click.Choice(["galton", "mixture", "suite", "sbibm"]))
 @click.option("--budgets", default=None, help="Training simulations, comma-separated [default: 200,1000,10000; "
-              "suite: 100,1000,10000].")
-@click.option("--seeds", type=int, default=5, show_default=True, help="Seeds per method and budget.")
+              "suite: 100,1000,10000; sbibm: 1000,10000].")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Seeds per method and budget [default: 5; "
+              "sbibm: 3].")
 @click.option("--methods", default=None, help="Comma-separated estimator names (default: all ten; suite: also Auto, "
-              "and sbi's NRE and NLE where sbi is installed).")
-@click.option("--tasks", default=None, help="suite only: comma-separated task names (default: the whole suite).")
+              "and sbi's NRE and NLE where sbi is installed; sbibm: NPE, AugmentedNPE, SCANDAL, or NDE, ALICES, "
+              "exact).")
+@click.option("--tasks", default=None, help="suite and sbibm only: comma-separated task names (default: all).")
+@click.option("--observations", default=None, help="sbibm only: observation numbers, e.g. 1-10 or 1,2,3 [default: "
+              "1-10].")
+@click.option("--samples", type=click.IntRange(min=10, max=10_000), default=None,
+              help="sbibm only: posterior draws per observation, scored against as many reference draws [default: "
+                   "10000].")
+@click.option("--wheel", default=None, help="sbibm only: the sbibm 1.1.0 wheel with the reference posteriors "
+              "[default: $SLUICE_SBIBM_WHEEL, else .venv/sbibm/sbibm-1.1.0-py2.py3-none-any.whl].")
 @click.option("--out", "out_dir", default="benchmark-results", show_default=True, help="Folder for CSV, table, plot.")
 @click.option("--workers", type=int, default=2, show_default=True, help="Processes running fits at once.")
 @one_line_errors
-def benchmark(name, budgets, seeds, methods, tasks, out_dir, workers):
+def benchmark(name, **options):
     """Sample efficiency of every method against the exact likelihood (CSV, Markdown table, PNG plot).
 
-    NAME: galton or mixture (their published settings), or suite (every task of docs/tasks.md, scored by the
-    normalised MSE of log r̂). Rows already in OUT/NAME.csv are kept and skipped, so an interrupted run resumes.
+    NAME: galton or mixture (their published settings), suite (every task of docs/tasks.md, scored by the
+    normalised MSE of log r̂), or sbibm (sbibm's tasks, C2ST of posterior draws against its reference posteriors,
+    beside the published NPE, NLE and NRE; docs/sbibm.md). Rows already in OUT/NAME.csv are kept and skipped, so
+    an interrupted run resumes.
     """
-    from .benchmarks import sample_efficiency
+    from .benchmark_command import run_benchmark
 
-    report = lambda line: click.echo(line, err=True)  # noqa: E731
-    if name == "suite":
-        from .benchmarks import suite
-
-        chosen, names = suite.choose(methods, tasks)
-        sizes = tuple(int(v) for v in parse_vector(budgets or "100,1000,10000"))
-        os.makedirs(out_dir, exist_ok=True)
-        rows = suite.run_jobs(suite.suite_jobs(names, chosen, sizes, seeds), os.path.join(out_dir, "suite.csv"),
-                              workers=workers, report=report)
-        click.echo(suite.report_files([r for r in rows if r["config"] == "default"], out_dir))
-        return
-    if tasks:
-        raise ValueError("--tasks is for the suite only")
-    chosen = tuple(methods.split(",")) if methods else sample_efficiency.METHODS
-    sample_efficiency.refuse_unknown("methods", chosen, sample_efficiency.CHOICES)
-    sizes = tuple(int(v) for v in parse_vector(budgets or "200,1000,10000"))
-    rows = sample_efficiency.run(name, chosen, sizes, seeds, out_dir, workers=workers, report=report)
-    click.echo(sample_efficiency.report_files(name, rows, out_dir))
+    click.echo(run_benchmark(name, options, report=lambda line: click.echo(line, err=True)))
 
 
 @main.command()

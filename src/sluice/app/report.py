@@ -13,7 +13,8 @@ import platform
 import statistics
 from datetime import datetime, timezone
 
-__all__ = ["SECTIONS", "summary_rows", "write_summary", "summary_table", "render_report", "write_report"]
+__all__ = ["SECTIONS", "summary_rows", "write_summary", "summary_table", "render_report", "write_report", "CSS",
+           "html_table", "html_figure", "html_section", "html_text", "html_page"]
 
 SECTIONS = ("Summary", "Sample efficiency", "Learned against exact log r(x)", "Inference on the observed events",
             "Fisher information", "Timings", "How this was made")
@@ -126,7 +127,8 @@ def summary_table(result):
     return table
 
 
-def _table(headers, rows, classes=None) -> str:
+def html_table(headers, rows, classes=None) -> str:
+    """A <table> of ``headers`` and ``rows`` (cells escaped); ``classes`` maps a row's index to its CSS class."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
     body = "".join(f"<tr class=\"{html.escape((classes or {}).get(k, ''))}\">"
                    + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row) + "</tr>"
@@ -136,17 +138,24 @@ def _table(headers, rows, classes=None) -> str:
 
 def _figure(path: str, caption: str) -> str:
     with open(path, "rb") as file:
-        data = base64.b64encode(file.read()).decode("ascii")
+        return html_figure(file.read(), caption)
+
+
+def html_figure(png: bytes, caption: str) -> str:
+    """A PNG image embedded as a base64 data URI, with its caption."""
+    data = base64.b64encode(png).decode("ascii")
     return (f"<figure><img src=\"data:image/png;base64,{data}\" alt=\"{html.escape(caption)}\">"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _section(title: str, *parts: str) -> str:
+def html_section(title: str, *parts: str) -> str:
+    """A <section> with an <h2> and an anchor made from the title."""
     anchor = title.lower().replace(" ", "-").replace("(", "").replace(")", "")
     return f"<section id=\"{html.escape(anchor)}\"><h2>{html.escape(title)}</h2>{''.join(parts)}</section>"
 
 
-def _text(text: str, css: str = "") -> str:
+def html_text(text: str, css: str = "") -> str:
+    """A paragraph of escaped ``text`` with the CSS class ``css``."""
     return f"<p class=\"{css}\">{html.escape(text)}</p>"
 
 
@@ -161,7 +170,7 @@ def render_report(result, figures: dict) -> str:
                    _interval(r["low68"], r["high68"]), _interval(r["low95"], r["high95"]),
                    _number(r["fisher_at_truth"], 2), "–" if r["fit_seconds"] is None else f"{r['fit_seconds']:.1f}"]
                   for r in rows]
-    summary = _table(("method", "N", "MSE log r̂", "θ̂", "68% interval", "95% interval", "I(θ_true)", "fit s"),
+    summary = html_table(("method", "N", "MSE log r̂", "θ̂", "68% interval", "95% interval", "I(θ_true)", "fit s"),
                      table_rows, {0: "exact"})
     fit_rows = [dict(method=f.method, n=f.n, seed=f.seed, error=f.error, fit_seconds=f.fit_seconds)
                 for f in result.fits]
@@ -175,7 +184,7 @@ def render_report(result, figures: dict) -> str:
     per_method = [[m] + [f"{r['fit_seconds']:.2f}" for n in budgets for r in rows if r["method"] == m and r["n"] == n]
                   + [f"{r['scan_seconds']:.2f}" for r in rows if r["method"] == m and r["n"] == budgets[-1]]
                   for m in s.methods]
-    method_timings = _table(("method",) + tuple(f"fit s, N = {n:,}" for n in budgets) +
+    method_timings = html_table(("method",) + tuple(f"fit s, N = {n:,}" for n in budgets) +
                             (f"scan s, N = {budgets[-1]:,}",), per_method)
     captions = {
         "sample_efficiency": f"MSE of log r̂(x|θ0=−0.8, θ1=−0.6) against the exact log r, weighted by p(x|θ1), "
@@ -202,35 +211,41 @@ def render_report(result, figures: dict) -> str:
         ("true θ (hidden from the fits)", str(s.theta_true)), ("total time", f"{result.timings['total']:.0f} s")))
     body = "".join([
         "<h1>sluice demo: mining gold from the Galton board</h1>",
-        _text("The generalised Galton board has one parameter θ and an exact likelihood, so every learned answer "
-              "can be checked. sluice simulated the board while mining the joint likelihood ratio r(x,z|θ0,θ1) "
-              "and the joint score t(x,z|θ) of every run, trained black-box estimators (NDE, CARL) that see only "
-              "(x, θ) and augmented ones (SCANDAL, ALICES, RASCAL) that also learn from r and t, then inferred θ "
-              "from a set of observed events drawn at a hidden true θ.", "lead"),
+        html_text("The generalised Galton board has one parameter θ and an exact likelihood, so every learned "
+                  "answer can be checked. sluice simulated the board while mining the joint likelihood ratio "
+                  "r(x,z|θ0,θ1) and the joint score t(x,z|θ) of every run, trained black-box estimators (NDE, CARL) "
+                  "that see only (x, θ) and augmented ones (SCANDAL, ALICES, RASCAL) that also learn from r and t, "
+                  "then inferred θ from a set of observed events drawn at a hidden true θ.", "lead"),
         f"<div class=\"facts\">{facts}</div>",
-        _section(SECTIONS[0], summary, _text(verdict, "finding") if verdict else "",
-                 _text("MSE: median over seeds; θ̂, intervals (Wilks, from q(θ) on the observed events) and I(θ_true) "
-                       "(Fisher information per event): the seed-0 fit. “…”: the interval reaches the edge of the "
-                       "scanned range θ ∈ [−1, −0.4].", "note")),
-        _section(SECTIONS[1], figure["sample_efficiency"]),
-        _section(SECTIONS[2], figure["log_ratio"]),
-        _section(SECTIONS[3], figure["scans"], figure["intervals"]),
-        _section(SECTIONS[4], figure["fisher"],
-                 _table(("method", "N", "I(θ_true) per event", "ratio to exact"), fisher_rows, {0: "exact"}),
-                 _text(f"θ_true = {s.theta_true}; 1/√(N_obs · I) = {cramer_rao:.3f} is the smallest standard "
-                       "error of θ̂ the observed events allow (Cramér–Rao).", "note")),
-        _section(SECTIONS[5], figure["timings"], _table(("step", "seconds"), timing_rows), method_timings,
-                 _text(f"Fits: median over seeds, one torch thread each, {s.workers} at a time; scans: "
-                       f"{s.grid_points} grid points and a refined MLE. Machine: {_machine(result)}.", "note")),
-        _section(SECTIONS[6], _text("Reproduce with the command below; summary.csv and summary.json beside this "
-                                    "page hold the numbers, the PNG files the figures."),
-                 f"<pre>{html.escape(_command(result))}</pre>",
-                 _text(f"sluice {_version()}, Python {platform.python_version()}, {platform.machine()}, written "
-                       f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "note")),
+        html_section(SECTIONS[0], summary, html_text(verdict, "finding") if verdict else "",
+                     html_text("MSE: median over seeds; θ̂, intervals (Wilks, from q(θ) on the observed events) and "
+                               "I(θ_true) (Fisher information per event): the seed-0 fit. “…”: the interval reaches "
+                               "the edge of the scanned range θ ∈ [−1, −0.4].", "note")),
+        html_section(SECTIONS[1], figure["sample_efficiency"]),
+        html_section(SECTIONS[2], figure["log_ratio"]),
+        html_section(SECTIONS[3], figure["scans"], figure["intervals"]),
+        html_section(SECTIONS[4], figure["fisher"],
+                     html_table(("method", "N", "I(θ_true) per event", "ratio to exact"), fisher_rows, {0: "exact"}),
+                     html_text(f"θ_true = {s.theta_true}; 1/√(N_obs · I) = {cramer_rao:.3f} is the smallest "
+                               "standard error of θ̂ the observed events allow (Cramér–Rao).", "note")),
+        html_section(SECTIONS[5], figure["timings"], html_table(("step", "seconds"), timing_rows), method_timings,
+                     html_text(f"Fits: median over seeds, one torch thread each, {s.workers} at a time; scans: "
+                               f"{s.grid_points} grid points and a refined MLE. Machine: {_machine(result)}.",
+                               "note")),
+        html_section(SECTIONS[6], html_text("Reproduce with the command below; summary.csv and summary.json beside "
+                                            "this page hold the numbers, the PNG files the figures."),
+                     f"<pre>{html.escape(_command(result))}</pre>",
+                     html_text(f"sluice {_version()}, Python {platform.python_version()}, {platform.machine()}, "
+                               f"written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "note")),
     ])
+    return html_page("sluice demo report", body)
+
+
+def html_page(title: str, body: str, css: str = CSS) -> str:
+    """A whole page: ``body`` (HTML) in a <main> column with the inline ``css``; nothing loaded from elsewhere."""
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>sluice demo report</title><style>{CSS}</style></head><body><main>{body}</main></body></html>\n")
+            f"<title>{html.escape(title)}</title><style>{css}</style></head><body><main>{body}</main></body></html>\n")
 
 
 def _machine(result) -> str:

@@ -162,6 +162,7 @@ def c2st(reference: torch.Tensor, samples: torch.Tensor, folds: int = 5, epochs:
     try:
         from sklearn.model_selection import StratifiedKFold, cross_val_score
         from sklearn.neural_network import MLPClassifier
+        from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
     except ImportError as error:
         raise ImportError("c2st(method='sklearn'), the sbibm protocol, needs scikit-learn: "
                           "pip install 'sluice-sbi[sklearn]' (or pass method='torch')") from error
@@ -171,7 +172,10 @@ def c2st(reference: torch.Tensor, samples: torch.Tensor, folds: int = 5, epochs:
     classifier = MLPClassifier(activation="relu", hidden_layer_sizes=(width, width), max_iter=10_000, solver="adam",
                                random_state=seed)
     splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return float(cross_val_score(classifier, features, labels, cv=splits, scoring="accuracy").mean())
+    # one BLAS thread: the network is small, and on a busy machine a multithreaded BLAS spends its time waiting for
+    # cores (measured: 1 000 against 1 000 points in 27 s on one thread, 257 s on two threads under load)
+    with threadpool_limits(limits=1):
+        return float(cross_val_score(classifier, features, labels, cv=splits, scoring="accuracy").mean())
 
 
 def standardize_by_reference(reference: torch.Tensor, samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,7 +106,8 @@ def mcmc_posterior(estimator, x_observed, prior, n_samples: int = 10_000, n_chai
     draws, with per-parameter diagnostics and a UserWarning when the chains have not mixed.
 
     ``n_chains`` independent chains (default ⌈n_samples/100⌉ within [4, 100]: about 100 draws per chain, which
-    R-hat needs) start from prior draws. Warm-up (``warm_up`` steps): a Gaussian random walk with the chains'
+    R-hat needs; but at least 2p + 2 for p parameters, whose covariance the warm-up estimates from the chains)
+    start from prior draws. Warm-up (``warm_up`` steps): a Gaussian random walk with the chains'
     current covariance, its scale tuned towards the acceptance rate optimal for a random walk (0.234; 0.44 for
     one parameter). Then both proposals are frozen and two kernels alternate, each leaving p(θ|x) invariant:
     that random walk, and an independence proposal, a Student-t (5 degrees of freedom) with the mean and
@@ -121,8 +122,9 @@ def mcmc_posterior(estimator, x_observed, prior, n_samples: int = 10_000, n_chai
     ``r_hat`` [p] of those draws (rank-normalised bulk ESS and split R-hat, ArviZ's defaults); ``acceptance``
     (mean over steps after warm-up), ``thinning`` k and ``steps`` (after warm-up).
     """
-    if n_chains is None:
-        n_chains = min(100, max(4, -(-n_samples // DRAWS_PER_CHAIN)))
+    if n_chains is None:  # at least 2p + 2 chains, so that the warm-up's covariance of the chains has full rank
+        floor = 2 * int(sample_prior(prior, 1, seed).shape[-1]) + 2
+        n_chains = min(max(100, floor), max(4, floor, -(-n_samples // DRAWS_PER_CHAIN)))
     per_chain = -(-n_samples // n_chains)
     # the chains live in numpy float64: torch's thread pool costs more than these [W, p] products themselves
     state = sample_prior(prior, n_chains, seed).double().numpy()
