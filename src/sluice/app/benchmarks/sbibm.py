@@ -27,7 +27,7 @@ TASKS = tuple(SBIBM_SIMULATORS)
 METHODS = ("NPE", "AugmentedNPE", "SCANDAL")
 CHOICES = ("NPE", "AugmentedNPE", "NDE", "SCANDAL", "ALICES", "exact")
 AUGMENTED = ("AugmentedNPE", "SCANDAL", "ALICES")
-FIELDS = ("task", "method", "n", "seed", "observation", "c2st", "fit_seconds", "sample_seconds")
+FIELDS = ("task", "method", "n", "seed", "observation", "c2st", "fit_seconds", "sample_seconds", "r_hat")
 
 
 def fit(method: str, task: str, n: int, seed: int):
@@ -82,12 +82,14 @@ def run_one(task: str, method: str, n: int, seed: int, observations: tuple[int, 
     for observation in observations:
         x_observed, reference, _ = load_reference(task, observation, wheel)
         started = time.perf_counter()
-        draws = sample_posterior(estimator, x_observed, prior, n_samples, seed=seed).samples
+        posterior = sample_posterior(estimator, x_observed, prior, n_samples, seed=seed)
         seconds = time.perf_counter() - started
-        score = c2st(reference[:n_samples], draws, seed=seed)
+        score = c2st(reference[:n_samples], posterior.samples, seed=seed)
+        # the sampler's largest split R-hat (empty for direct draws): above 1.01 it warned that it had not mixed
+        r_hat = "" if getattr(posterior, "r_hat", None) is None else round(float(posterior.r_hat.max()), 4)
         rows.append({"task": task, "method": method, "n": n, "seed": seed, "observation": observation,
                      "c2st": round(score, 5), "fit_seconds": round(fit_seconds, 2),
-                     "sample_seconds": round(seconds, 2)})
+                     "sample_seconds": round(seconds, 2), "r_hat": r_hat})
     return rows
 
 
@@ -99,7 +101,8 @@ def read_rows(path: str) -> list[dict]:
     with open(path, newline="") as file:
         return [{**row, "n": int(row["n"]), "seed": int(row["seed"]), "observation": int(row["observation"]),
                  "c2st": float(row["c2st"]), "fit_seconds": float(row["fit_seconds"]),
-                 "sample_seconds": float(row["sample_seconds"])} for row in csv.DictReader(file)]
+                 "sample_seconds": float(row["sample_seconds"]),
+                 "r_hat": float(row["r_hat"]) if row.get("r_hat") else None} for row in csv.DictReader(file)]
 
 
 def run(tasks=TASKS, methods=METHODS, budgets=(1000, 10_000), seeds: int = 3, observations=tuple(range(1, 11)),
