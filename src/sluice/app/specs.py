@@ -61,7 +61,8 @@ def estimator_class(name: str) -> type:
     from .. import estimators
 
     # the composites (Ensemble, Auto) are built in Python, not trained by `sluice train`
-    names = [n for n in estimators.__all__ if n not in ("Estimator", "Ensemble", "Auto", "load")]
+    names = [n for n in estimators.__all__ if n not in ("Estimator", "Ensemble", "Auto", "load")
+             and isinstance(getattr(estimators, n), type) and issubclass(getattr(estimators, n), estimators.Estimator)]
     by_name = {n.lower(): getattr(estimators, n) for n in names}
     if name.lower() not in by_name:
         raise ValueError(f"unknown method {name!r}: use one of {', '.join(names)}")

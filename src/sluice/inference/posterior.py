@@ -122,6 +122,22 @@ def mcmc_posterior(estimator, x_observed, prior, n_samples: int = 10_000, n_chai
     ``r_hat`` [p] of those draws (rank-normalised bulk ESS and split R-hat, ArviZ's defaults); ``acceptance``
     (mean over steps after warm-up), ``thinning`` k and ``steps`` (after warm-up).
     """
+    # one torch thread: each step evaluates the estimator on a few dozen θ, where a thread pool costs more than it
+    # saves, and on a busy machine much more (the caller's setting is restored)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        posterior, mixed = _metropolis(estimator, x_observed, prior, n_samples, n_chains, warm_up, max_steps, seed)
+    finally:
+        torch.set_num_threads(previous)
+    if not mixed:
+        warnings.warn(_not_mixed_message(posterior, n_samples, max_steps), UserWarning, stacklevel=2)
+    return posterior
+
+
+def _metropolis(estimator, x_observed, prior, n_samples: int, n_chains: int | None, warm_up: int, max_steps: int,
+                seed: int) -> tuple[Posterior, bool]:
+    """The sampler of ``mcmc_posterior``: (the Posterior, whether the chains mixed)."""
     if n_chains is None:  # at least 2p + 2 chains, so that the warm-up's covariance of the chains has full rank
         floor = 2 * int(sample_prior(prior, 1, seed).shape[-1]) + 2
         n_chains = min(max(100, floor), max(4, floor, -(-n_samples // DRAWS_PER_CHAIN)))
@@ -168,9 +184,7 @@ def mcmc_posterior(estimator, x_observed, prior, n_samples: int = 10_000, n_chai
                           chains=chains, ess=torch.as_tensor(ess), r_hat=torch.as_tensor(r_hat),
                           acceptance=accepted / len(steps))
     posterior.thinning, posterior.steps = k, len(steps)
-    if not mixed:
-        warnings.warn(_not_mixed_message(posterior, n_samples, max_steps), UserWarning, stacklevel=2)
-    return posterior
+    return posterior, mixed
 
 
 def _not_mixed_message(posterior: Posterior, n_samples: int, max_steps: int) -> str:
