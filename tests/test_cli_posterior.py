@@ -7,16 +7,14 @@ import csv
 import json
 import os
 import re
-import subprocess
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import sluice
-from sluice.app.cli import main
+from cli_helpers import assert_one_line_error, invoke
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,20 +25,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def invoke(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # an uncaught exception: what a user would see as a traceback
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
-
-
-def assert_one_line_error(result, message: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert message in result.stderr, result.stderr
 
 
 def read_draws(path):

@@ -10,31 +10,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import sluice
-from sluice.app.cli import main
+from cli_helpers import assert_one_line_error, invoke
 
 SLUICE = [sys.executable, "-m", "sluice.app.cli"]
 
 
 def run(*args, cwd=None):
     return subprocess.run(SLUICE + [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=180)
-
-
-def invoke(*args):
-    """The command in this process: a result with ``returncode``, ``stdout`` and ``stderr`` like ``run``'s."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception  # an uncaught exception: what a user would see as a traceback
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
-
-
-def assert_one_line_error(result, message: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert message in result.stderr, result.stderr
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import csv
 import html
 import io
 import json
-import math
 import os
 import platform
 import time
@@ -31,7 +30,7 @@ from ..inference.diagnostics import mean_of_events, posterior_predictive_check, 
 from ..inference.posterior import R_HAT_LIMIT, sample_posterior
 from ..plots import corner_plot, plot_predictive_check, plot_sbc_ranks, plot_tarp
 from ..simulators.priors import BoxUniform, sample_prior
-from .report import CSS, html_figure, html_page, html_section, html_table, html_text
+from .report import CSS, finite_json, html_figure, html_page, html_section, html_table, html_text
 from .scan_io import read_observed
 from .specs import load_model, load_simulator, parse_prior, parse_vector
 
@@ -102,7 +101,7 @@ def infer_posterior(options: dict, report=print) -> list[str]:
     os.makedirs(out, exist_ok=True)
     _write_draws(posterior.samples, names, os.path.join(out, "posterior.csv"))
     with open(os.path.join(out, "posterior.json"), "w") as file:
-        json.dump(_finite(document), file, indent=2, allow_nan=False)
+        json.dump(finite_json(document), file, indent=2, allow_nan=False)
     corner_plot(posterior.samples, truth=truth, names=names, path=os.path.join(out, "corner.png"))
     with open(os.path.join(out, "corner.png"), "rb") as file:
         figures["corner"] = file.read()
@@ -249,15 +248,6 @@ def _write_draws(samples: torch.Tensor, names, path: str) -> None:
         writer = csv.writer(file)
         writer.writerow(names)
         writer.writerows(samples.double().tolist())
-
-
-def _finite(value):
-    """NaN and inf (an ESS of too few draws) become null: JSON has neither."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _summary_line(name: str, entry: dict) -> str:

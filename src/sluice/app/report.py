@@ -87,15 +87,16 @@ def write_summary(result, out_dir: str) -> None:
     document = dict(generator="sluice demo", settings=_settings(result), trivial_mse=result.trivial_error,
                     timings=result.timings, machine=result.machine, rows=rows, fits=fits)
     with open(os.path.join(out_dir, "summary.json"), "w") as file:
-        json.dump(_finite(document), file, indent=2, allow_nan=False)
+        json.dump(finite_json(document), file, indent=2, allow_nan=False)
 
 
-def _finite(value):
-    """NaN (an interval open at the edge of the scan) becomes null: JSON has no NaN."""
+def finite_json(value):
+    """``value`` (nested dicts and lists) with NaN and inf as None: JSON has neither (an interval open at the edge
+    of the scan, an ESS of too few draws)."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
