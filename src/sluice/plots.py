@@ -58,25 +58,32 @@ def plot_scan(scans: dict, path: str, theta_true=None, levels=(0.68, 0.95), titl
     plt.close(figure)
 
 
+def _lower_triangle(axes):
+    """(i, j, axis) for the panels on and below the diagonal of a p × p grid of ``axes``, the others switched off:
+    the layout of a corner plot."""
+    p = axes.shape[0]
+    for i in range(p):
+        for j in range(p):
+            if j > i:
+                axes[i, j].axis("off")
+            else:
+                yield i, j, axes[i, j]
+
+
 def plot_posterior(samples: dict, path: str, parameter_names=(), bins: int = 40) -> None:
     """A corner-style pair plot of each named sample set [S, p]."""
     plt = _pyplot()
     p = next(iter(samples.values())).shape[1]
     figure, axes = plt.subplots(p, p, figsize=(2.6 * p + 1, 2.6 * p + 1), squeeze=False)
-    for i in range(p):
-        for j in range(p):
-            axis = axes[i, j]
-            if j > i:
-                axis.axis("off")
-                continue
-            for k, (name, values) in enumerate(samples.items()):
-                if i == j:
-                    axis.hist(values[:, i].numpy(), bins=bins, histtype="step", density=True, color=f"C{k}",
-                              label=name)
-                else:
-                    axis.scatter(values[:2000, j].numpy(), values[:2000, i].numpy(), s=1, alpha=0.3, color=f"C{k}")
-            if i == p - 1:
-                axis.set_xlabel(parameter_names[j] if parameter_names else f"θ_{j}")
+    for i, j, axis in _lower_triangle(axes):
+        for k, (name, values) in enumerate(samples.items()):
+            if i == j:
+                axis.hist(values[:, i].numpy(), bins=bins, histtype="step", density=True, color=f"C{k}",
+                          label=name)
+            else:
+                axis.scatter(values[:2000, j].numpy(), values[:2000, i].numpy(), s=1, alpha=0.3, color=f"C{k}")
+        if i == p - 1:
+            axis.set_xlabel(parameter_names[j] if parameter_names else f"θ_{j}")
     axes[0, 0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -213,32 +220,27 @@ def corner_plot(samples, reference=None, truth=None, names=None, bins: int = 30,
             figure.savefig(path, dpi=120)
         return figure
     axes = figure.subplots(p, p, squeeze=False)
-    for i in range(p):
-        for j in range(p):
-            axis = axes[i, j]
-            if j > i:
-                axis.axis("off")
-                continue
-            for values, color in sets:
-                if i == j:
-                    axis.hist(values[:, i], bins=bins, range=ranges[i], density=True, histtype="step", color=color)
-                elif color == "C0":
-                    axis.hist2d(values[:, j], values[:, i], bins=bins, range=[ranges[j], ranges[i]], cmin=1,
-                                cmap="Blues")
-                else:  # the reference as contours over the samples' shading, so that both stay visible
-                    counts, x_edges, y_edges = np.histogram2d(values[:, j], values[:, i], bins=bins,
-                                                              range=[ranges[j], ranges[i]])
-                    axis.contour((x_edges[1:] + x_edges[:-1]) / 2, (y_edges[1:] + y_edges[:-1]) / 2, counts.T,
-                                 levels=4, colors=color, linewidths=0.8)
-            if truth is not None:
-                axis.axvline(truth[j], color="red", lw=0.8)
-                if i != j:
-                    axis.axhline(truth[i], color="red", lw=0.8)
-                    axis.plot(truth[j], truth[i], "s", color="red", ms=3)
-            if i == p - 1:
-                axis.set_xlabel(labels[j])
-            if j == 0 and i > 0:
-                axis.set_ylabel(labels[i])
+    for i, j, axis in _lower_triangle(axes):
+        for values, color in sets:
+            if i == j:
+                axis.hist(values[:, i], bins=bins, range=ranges[i], density=True, histtype="step", color=color)
+            elif color == "C0":
+                axis.hist2d(values[:, j], values[:, i], bins=bins, range=[ranges[j], ranges[i]], cmin=1,
+                            cmap="Blues")
+            else:  # the reference as contours over the samples' shading, so that both stay visible
+                counts, x_edges, y_edges = np.histogram2d(values[:, j], values[:, i], bins=bins,
+                                                          range=[ranges[j], ranges[i]])
+                axis.contour((x_edges[1:] + x_edges[:-1]) / 2, (y_edges[1:] + y_edges[:-1]) / 2, counts.T,
+                             levels=4, colors=color, linewidths=0.8)
+        if truth is not None:
+            axis.axvline(truth[j], color="red", lw=0.8)
+            if i != j:
+                axis.axhline(truth[i], color="red", lw=0.8)
+                axis.plot(truth[j], truth[i], "s", color="red", ms=3)
+        if i == p - 1:
+            axis.set_xlabel(labels[j])
+        if j == 0 and i > 0:
+            axis.set_ylabel(labels[i])
     return _finish(figure, path)
 
 

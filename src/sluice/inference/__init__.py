@@ -2,6 +2,7 @@
 Fisher information, posteriors and diagnostics: numbers only (figures: ``sluice.plots``). Names here are public
 (docs/inference.md)."""
 
+from .convergence import effective_sample_size, split_r_hat
 from .diagnostics import (
     TARP,
     Coverage,
@@ -22,12 +23,10 @@ from .fisher import FisherInformation, exact_fisher_information, fisher_informat
 from .neyman import neyman_thresholds, profile_scan
 from .posterior import (
     Posterior,
-    effective_sample_size,
     grid_posterior,
     log_posterior,
     mcmc_posterior,
     sample_posterior,
-    split_r_hat,
     variational_posterior,
 )
 from .scans import Scan, asimov_scan, make_grid, maximum_likelihood, scan, wilks_threshold
