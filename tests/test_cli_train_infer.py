@@ -235,3 +235,31 @@ def test_train_reads_a_file_larger_than_its_memory_limit_in_blocks(tmp_path, fil
         monkeypatch.setattr(sluice.app.cli, "IN_MEMORY_BYTES", 100)
     assert fitted == ["AugmentedData", "OnDiskData"]
     assert isinstance(sluice.load(tmp_path / "b.pt"), sluice.estimators.CARL)
+
+
+def test_train_npe_takes_the_prior_the_file_records_and_refuses_another(tmp_path, files):
+    """NPE learns p(θ|x) under the prior of the data's θ: by default the simulator's own, used only when the file's
+    record of the prior matches it; a --prior that contradicts the record, or --prior for a ratio method, is refused."""
+    out = tmp_path / "npe.pt"
+    result = invoke("train", "NPE", "--data", files / "train.h5", "--out", out, "--epochs", 1)
+    assert result.returncode == 0, result.stderr
+    prior = sluice.simulators.GaltonBoard().default_prior()
+    model = sluice.load(out)
+    assert torch.equal(model.prior_.low, prior.low) and torch.equal(model.prior_.high, prior.high)
+    assert invoke("train", "NPE", "--data", files / "train.h5", "--out", tmp_path / "flat.pt", "--epochs", 1,
+                  "--prior", "flat").returncode == 0
+    assert sluice.load(tmp_path / "flat.pt").prior_ is None
+    assert_one_line_error(invoke("train", "NPE", "--data", files / "train.h5", "--out", tmp_path / "b.pt",
+                                 "--prior", "box:-2:0"), "is not the prior this data was simulated with")
+    assert_one_line_error(invoke("train", "ALICES", "--data", files / "train.h5", "--out", tmp_path / "a.pt",
+                                 "--prior", "box:-1:-0.4"), "ALICES does not take --prior")
+
+
+def test_train_npe_on_data_from_another_prior_asks_for_it(tmp_path):
+    data = tmp_path / "narrow.h5"
+    assert invoke("simulate", "galton", "--n", 200, "--out", data, "--prior", "box:-0.9:-0.5").returncode == 0
+    assert_one_line_error(invoke("train", "NPE", "--data", data, "--out", tmp_path / "n.pt", "--epochs", 1),
+                          "give --prior box:LOW:HIGH")
+    result = invoke("train", "NPE", "--data", data, "--out", tmp_path / "n.pt", "--epochs", 1,
+                    "--prior", "box:-0.9:-0.5")
+    assert result.returncode == 0, result.stderr

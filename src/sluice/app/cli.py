@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from functools import wraps
@@ -15,7 +16,7 @@ from ..data.simulation import simulate as simulate_data
 from ..estimators.training import NonFiniteLossError
 from ..mining.checks import check_simulator
 from .config import apply_config, require
-from .specs import estimator_class, load_model, load_simulator, parse_prior, parse_vector
+from .specs import estimator_class, load_model, load_simulator, parse_prior, parse_vector, training_prior
 
 # OSError covers missing, unreadable and unwritable files and folders
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, AttributeError, KeyError, MiningError, NonFiniteLossError,
@@ -160,6 +161,8 @@ IN_MEMORY_BYTES = 2 << 30  # `sluice train` loads files up to 2 GiB; larger ones
 @click.option("--hidden", default=None, help="Hidden layer widths, comma-separated (default 64,64).")
 @click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--device", default=None, help="Train on this device, e.g. cuda (default: cpu).")
+@click.option("--prior", default=None, help="Posterior estimators (NPE, AugmentedNPE): the prior the data's θ were "
+              "drawn from, box:LOW:HIGH or flat [default: the data's simulator's own, if the file's record matches].")
 @click.option("--overwrite", is_flag=True, help="Replace MODEL if it exists.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None, help=CONFIG_HELP)
 @click.pass_context
@@ -191,11 +194,19 @@ def train(ctx, **options):
     if not options["overwrite"] and os.path.exists(out):  # refuse before spending compute
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     data = AugmentedData.open(options["data"])  # read lazily: a file larger than IN_MEMORY_BYTES trains from disk
+    recorded = data.settings  # how the file was simulated (its prior included), before loading drops it
     if data.nbytes <= IN_MEMORY_BYTES:
         data = data.load()
+    fit_options = {}
+    if "prior" in inspect.signature(cls.fit).parameters:
+        fit_options["prior"] = training_prior(cls, data.simulator_name, recorded, options["prior"])
+    elif options["prior"] is not None:
+        raise ValueError(f"{cls.__name__} does not take --prior: only posterior estimators (NPE, AugmentedNPE) "
+                         "learn the prior")
     started = time.perf_counter()
     estimator = cls(**hyperparameters).fit(data, epochs=options["epochs"], batch_size=options["batch_size"],
-                                           validation_fraction=options["validation_fraction"], seed=options["seed"])
+                                           validation_fraction=options["validation_fraction"], seed=options["seed"],
+                                           **fit_options)
     seconds = time.perf_counter() - started
     estimator.save(out, overwrite=options["overwrite"])
     history = estimator.history_

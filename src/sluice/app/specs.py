@@ -56,6 +56,34 @@ def parse_prior(spec: str | None, simulator: Simulator | None):
     raise ValueError(f"cannot read prior {spec!r}: use box:LOW:HIGH or point:THETA (comma-separated vectors)")
 
 
+def training_prior(cls: type, simulator_name: str | None, settings: dict | None, spec: str | None):
+    """The prior a posterior estimator is fit under: ``spec`` (box:LOW:HIGH, or "flat"), else the data's simulator's
+    default prior, used only if the file's ``settings`` record that its θ were drawn from exactly that prior (the
+    digest of its draws). A given ``spec`` that contradicts the file's record is refused: the posterior would be
+    wrong."""
+    from ..data.writer import prior_digest
+
+    recorded = ((settings or {}).get("prior") or {}).get("draws_sha256")
+    if spec == "flat":
+        return "flat"
+    if spec is not None:
+        prior = parse_prior(spec, None)
+        if recorded is not None and prior_digest(prior) != recorded:
+            raise ValueError(f"--prior {spec} is not the prior this data was simulated with (its file records "
+                             f"{(settings or {}).get('about', {}).get('prior', 'another prior')}); {cls.__name__} "
+                             "would learn a posterior under the wrong prior")
+        return prior
+    try:
+        simulator = load_simulator(simulator_name) if simulator_name else None
+    except (ValueError, TypeError):
+        simulator = None
+    default = simulator.default_prior() if hasattr(simulator, "default_prior") else None
+    if default is not None and recorded is not None and prior_digest(default) == recorded:
+        return default
+    raise ValueError(f"{cls.__name__} learns the posterior under the prior the data's θ were drawn from, and this "
+                     "file does not record one that sluice can rebuild: give --prior box:LOW:HIGH (or --prior flat)")
+
+
 def estimator_class(name: str) -> type:
     """An estimator class of ``sluice.estimators`` by name, any case (ALICES, alices, …)."""
     from .. import estimators

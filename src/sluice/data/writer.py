@@ -46,7 +46,7 @@ from .storage import (
     write_file,
 )
 
-__all__ = ["ResumeError", "Checkpoint", "describe_run"]
+__all__ = ["ResumeError", "Checkpoint", "describe_run", "prior_digest"]
 
 
 class ResumeError(ValueError):
@@ -71,19 +71,24 @@ def _plain(value):
     return type(value).__qualname__
 
 
+def prior_digest(prior) -> str:
+    """SHA-256 of 256 draws of ``prior`` at a fixed seed: equal digests mean (almost surely) the same prior."""
+    draws = sample_prior(prior, 256, seed=20_240_601).numpy()
+    return hashlib.sha256(draws.tobytes()).hexdigest()
+
+
 def describe_run(simulator, prior, n: int, seed: int, batch_size: int, reference, fd_step: float) -> dict:
     """The settings that fix a simulation's rows. The simulator is described by its name, class and constructor
     arguments (read back from attributes of the same names); the prior by its class and a digest of 256 draws at
     a fixed seed (any change to its parameters changes them). ``about`` is information only, never compared."""
     arguments = [name for name, parameter in inspect.signature(type(simulator).__init__).parameters.items()
                  if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
-    draws = sample_prior(prior, 256, seed=20_240_601).numpy()
     settings = {
         "simulator": simulator.name, "simulator_class": type(simulator).__qualname__,
         "simulator_arguments": {name: _plain(getattr(simulator, name)) for name in arguments
                                 if hasattr(simulator, name)},
         "parameter_names": list(simulator.parameter_names),
-        "prior": {"class": type(prior).__qualname__, "draws_sha256": hashlib.sha256(draws.tobytes()).hexdigest()},
+        "prior": {"class": type(prior).__qualname__, "draws_sha256": prior_digest(prior)},
         "n": n, "seed": seed, "batch_size": batch_size, "reference": _plain(reference), "fd_step": fd_step,
         "about": {"prior": repr(prior)},
     }
