@@ -11,7 +11,7 @@ from .data import AugmentedData, simulate, weighted_events
 from .data.weighted_events import WeightedEvents
 from .estimators import load
 from .mining import check_simulator
-from .simulators import Simulator, from_pyro, morphing, priors
+from .simulators import PPXSimulator, Simulator, from_ppx, from_pyro, morphing, priors
 from .simulators.morphing import Morphing
 
 # the public namespaces that used to be modules at the top keep their import paths (`from sluice.priors import ...`)
@@ -19,8 +19,9 @@ sys.modules[__name__ + ".priors"] = priors
 sys.modules[__name__ + ".morphing"] = morphing
 sys.modules[__name__ + ".weighted_events"] = weighted_events
 
-__all__ = ["AugmentedData", "Morphing", "Simulator", "WeightedEvents", "check_simulator", "estimators", "from_pyro",
-           "inference", "load", "morphing", "priors", "simulate", "simulators", "weighted_events"]
+__all__ = ["AugmentedData", "Morphing", "PPXSimulator", "Simulator", "WeightedEvents", "check_simulator", "estimators",
+           "from_ppx", "from_pyro", "inference", "load", "morphing", "priors", "simulate", "simulators",
+           "weighted_events"]
 __version__ = "0.1.0"
 
 

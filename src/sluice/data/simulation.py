@@ -190,7 +190,7 @@ def _run(job: BatchJob, pending, keep, tally: _Tally, workers, scheduler, progre
 
 def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0, batch_size: int | None = None,
              progress: bool | None = None, max_dropped_fraction: float | None = None,
-             fd_step: float = DEFAULT_FD_STEP, path=None, overwrite: bool = False, workers: int | None = None,
+             fd_step: float | None = None, path=None, overwrite: bool = False, workers: int | None = None,
              scheduler=None) -> AugmentedData:
     """Simulate n runs and mine their joint log ratio and joint scores.
 
@@ -204,7 +204,8 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
     ``max_dropped_fraction``, 1% unless it says otherwise) the run stops with ``MiningError``.
     ``progress``: a progress bar on stderr (default: when stderr is a terminal and there are several
     batches). ``fd_step``: the finite-difference step, a fraction of each parameter's prior scale, used
-    only for simulators whose joint_log_prob is not differentiable.
+    only for simulators whose joint_log_prob is not differentiable (default: the simulator's own ``fd_step``,
+    as ``from_ppx`` sets it, else DEFAULT_FD_STEP = 1e-3).
 
     ``path``: stream the batches to this HDF5 file as they finish and return it opened lazily
     (``sluice.data.OnDiskData``, an AugmentedData whose rows stay on disk). Each batch is committed
@@ -236,6 +237,8 @@ def simulate(simulator: Simulator, prior, n: int, reference=None, seed: int = 0,
             raise ValueError(f"simulate: reference must have one entry per parameter ({p}), got {reference.numel()}")
         if outside_support(prior, reference[None])[0]:
             raise ValueError(f"simulate: reference {reference.tolist()} lies outside the prior's support ({prior})")
+    if fd_step is None:
+        fd_step = float(getattr(simulator, "fd_step", DEFAULT_FD_STEP))
     fd_step_absolute = fd_step * parameter_scale(prior)
     if max_dropped_fraction is None:
         max_dropped_fraction = getattr(simulator, "max_dropped_fraction", 0.01)

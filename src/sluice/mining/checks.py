@@ -121,7 +121,7 @@ def _nearby_log_ratio(simulator: Simulator, x, z, theta1: torch.Tensor, towards:
 
 
 def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3, seed: int = 0,
-                    fd_step: float = DEFAULT_FD_STEP) -> SimulatorReport:
+                    fd_step: float | None = None) -> SimulatorReport:
     """Check that ``simulator`` can be mined, at ``n_theta`` parameter points drawn from ``prior``:
 
     - sampling is reproducible from the generator (and torch's seeded global generator);
@@ -133,12 +133,14 @@ def check_simulator(simulator: Simulator, prior, n: int = 2000, n_theta: int = 3
       does not match the sampler breaks them. θ0 lies a step towards another prior draw, short enough that r
       is not too heavy-tailed for a Monte-Carlo mean (``_nearby_log_ratio``).
 
-    Returns a ``SimulatorReport``; ``print`` it for the table, ``report.ok`` to act on it.
+    ``fd_step``: the finite-difference step as a fraction of each parameter's prior scale (default: the
+    simulator's own ``fd_step``, else DEFAULT_FD_STEP). Returns a ``SimulatorReport``; ``print`` it for the
+    table, ``report.ok`` to act on it.
     """
     check_prior(prior, simulator.n_parameters)
     report = SimulatorReport(simulator.name)
     scale = parameter_scale(prior)
-    step = fd_step * scale
+    step = (fd_step if fd_step is not None else float(getattr(simulator, "fd_step", DEFAULT_FD_STEP))) * scale
     thetas = sample_prior(prior, n_theta, seed)
     towards = sample_prior(prior, n_theta, seed + 1) - thetas  # θ + f (θ' − θ), f ≤ 1, stays in a convex support
 

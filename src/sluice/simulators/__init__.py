@@ -9,6 +9,7 @@ from .lensing import Lensing
 from .lotka_volterra import LotkaVolterra
 from .mixture import GaussianMixture
 from .particle_toy import ParticleToy
+from .ppx import PPXSimulator, from_ppx
 from .pyro import from_pyro
 from .sbibm import (
     SBIBM_SIMULATORS,
@@ -22,7 +23,8 @@ from .sbibm import (
 )
 from .suite import SLCP, GammaShapeMixture, OverdispersedCounts, RotatedLinear, StudentT, UniformWidth
 
-__all__ = ["Simulator", "from_pyro", "priors", "morphing", "GaltonBoard", "GaussianMixture", "LotkaVolterra",
+__all__ = ["Simulator", "from_pyro", "from_ppx", "PPXSimulator", "priors", "morphing", "GaltonBoard", "GaussianMixture",
+           "LotkaVolterra",
            "Lensing", "ParticleToy", "HierarchicalGaussian", "StudentT", "RotatedLinear",
            "OverdispersedCounts", "UniformWidth", "GammaShapeMixture", "SLCP", "BUILT_IN",
            "SbibmGaussianLinear", "SbibmGaussianLinearUniform", "SbibmSLCP", "SbibmGaussianMixture",
