@@ -8,6 +8,17 @@ w_i(θ) = Σ_b a_b(θ) w_i(θ_b) and σ(θ) = Σ_b a_b(θ) σ(θ_b),
     t(x_i,z_i|θ)         = ∇θ w_i(θ)/w_i(θ) − ∇θ σ(θ)/σ(θ)
 
 (w_i(θ) = dσ(z_i|θ)/q(z_i) up to a constant, q the density the events were drawn from: it cancels).
+
+Systematic uncertainties (docs/systematics.md) add nuisance parameters α, each with a constraint
+(``sluice.simulators.systematics.Nuisance``). A "gaussian" nuisance comes with event weights at α = ∓1
+(``variations``), turned into per-event factors with HistFactory's code4 (smooth at α = 0, positive, exact
+at α = ±1); a "lognormal" one scales every weight by η = 1 + α. With F_ib(α) = Π_k f(α_k; down_ibk/w_ib,
+up_ibk/w_ib) and the normalisation over the whole sample,
+
+    w_i(θ, α) = Σ_b a_b(θ) w_ib F_ib(α) · Π_lognormal (1 + α_k)
+    σ(θ, α)   = Σ_b a_b(θ) σ(θ_b) [Σ_i w_ib F_ib(α) / Σ_i w_ib] · Π_lognormal (1 + α_k)
+
+and log r, t over the full vector (θ, α) follow as above. At α = 0 every quantity equals the nuisance-free one.
 """
 
 from __future__ import annotations
@@ -20,11 +31,15 @@ import torch
 from ..seeding import spawn_seeds
 from ..simulators.morphing import Morphing
 from ..simulators.priors import check_prior, sample_prior
+from ..simulators.systematics import Interpolator, Nuisance
 from .augmented import AugmentedData
 
 __all__ = ["WeightedEvents", "Unweighted", "LowEffectiveSampleSizeWarning", "effective_sample_size"]
 
 MAX_REJECTION_ROUNDS = 10_000
+PER_EVENT_CODE = "code4"  # smooth at α = 0 (so t_α is defined there), positive, exact at α = ±1; code1 has a kink
+MAX_CHUNK_ELEMENTS = 2_000_000  # events × nuisance points evaluated at once when normalising σ(θ, α)
+MAX_CACHED_NUISANCE_POINTS = 200_000
 
 
 class LowEffectiveSampleSizeWarning(UserWarning):
@@ -62,6 +77,13 @@ class WeightedEvents:
     (or exact) values where known. Slices keep it, so joint quantities of a slice equal those of the whole.
     Methods return float64.
 
+    Systematics (docs/systematics.md): ``nuisances``, a sequence of ``Nuisance`` (each a name with its
+    constraint), and ``variations``, ``{name: (down, up)}`` with the event weights at α = −1 and +1 of each
+    "gaussian" nuisance, each [n] (at the point ``variations_at``, [p], by default the first basis point: the
+    per-event ratio to the nominal weight there is used at every θ) or [n, B] (at every basis point). A
+    "lognormal" nuisance needs no variations: it scales every weight, so σ, by 1 + α. With nuisances every θ
+    argument is the full vector (θ, α), [p + K], in the order of ``parameter_names``.
+
     Example::
 
         events = WeightedEvents(x, weights, Morphing(basis, degree=2, parameter_names=("c1", "c2")))
@@ -69,7 +91,8 @@ class WeightedEvents:
         sluice.estimators.ALICES().fit(data)
     """
 
-    def __init__(self, x, basis_weights, morphing: Morphing, basis_cross_sections=None):
+    def __init__(self, x, basis_weights, morphing: Morphing, basis_cross_sections=None, nuisances=(),
+                 variations=None, variations_at=None):
         if not isinstance(morphing, Morphing):
             raise TypeError(f"WeightedEvents needs a sluice Morphing, got {type(morphing).__name__}")
         x = _as_float64("x", x)
@@ -90,39 +113,110 @@ class WeightedEvents:
         self.morphing = morphing
         self.basis_cross_sections = sigma
         self._components = morphing.components(weights)  # f_m(z_i), [n, M]
+        self._systematics = _Systematics.build(nuisances, variations, variations_at, weights, morphing) \
+            if (nuisances or variations) else None
+
+    # --- the parameters -----------------------------------------------------------------------------------
+    @property
+    def nuisances(self) -> tuple:
+        """The ``Nuisance`` objects, in the order their α follow θ in the parameter vector (empty without)."""
+        return self._systematics.nuisances if self._systematics else ()
+
+    @property
+    def parameter_names(self) -> tuple:
+        """The names of θ (the morphing's) followed by those of the nuisance parameters."""
+        return tuple(self.morphing.parameter_names) + tuple(nuisance.name for nuisance in self.nuisances)
+
+    @property
+    def n_parameters(self) -> int:
+        return self.morphing.n_parameters + len(self.nuisances)
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def __getitem__(self, index) -> WeightedEvents:
-        return WeightedEvents(self.x[index], self.basis_weights[index], self.morphing, self.basis_cross_sections)
+        sliced = WeightedEvents(self.x[index], self.basis_weights[index], self.morphing, self.basis_cross_sections)
+        if self._systematics is not None:
+            rows = torch.arange(len(self))[index]  # any index numpy-style, as one tensor of rows
+            sliced._systematics = self._systematics.select(rows)
+        return sliced
+
+    def _batch(self, theta) -> torch.Tensor:
+        """``theta`` as float64 [G, p + K] (a vector becomes one row); keeps an autograd graph."""
+        if self._systematics is None:
+            return self.morphing.theta_batch(theta)
+        if not (torch.is_tensor(theta) and theta.dtype == torch.float64):
+            theta = torch.as_tensor(theta, dtype=torch.float64)
+        if theta.ndim == 1:
+            theta = theta[None]
+        size = self.n_parameters
+        if theta.ndim != 2 or theta.shape[1] != size:
+            raise ValueError(f"WeightedEvents: theta must have shape [n, {size}] or [{size}], the parameters "
+                             f"{list(self.parameter_names)} (θ, then the nuisance parameters), got {list(theta.shape)}")
+        return theta
 
     def _theta(self, theta) -> torch.Tensor:
-        theta = self.morphing.theta_batch(theta)
+        theta = self._batch(theta)
         if theta.shape[0] not in (1, len(self)):
             raise ValueError(f"WeightedEvents: theta must have one row or one per event ({len(self)}), "
                              f"got {theta.shape[0]}")
         return theta
 
     def _one_theta(self, theta, user: str) -> torch.Tensor:
-        theta = self.morphing.theta_batch(theta)
+        theta = self._batch(theta)
         if theta.shape[0] != 1:
-            raise ValueError(f"{user} works at one θ; give theta of shape [{self.morphing.n_parameters}]")
+            raise ValueError(f"{user} works at one θ; give theta of shape [{self.n_parameters}]")
         return theta
+
+    def _split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.morphing.n_parameters
+        return theta[:, :p], theta[:, p:]
 
     # --- weights and joint quantities -------------------------------------------------------------------
     def weights(self, theta) -> torch.Tensor:
-        """w_i(θ) [n]: ``theta`` [p] for every event, or [n, p], one θ per event; differentiable in θ."""
-        return (self.morphing.monomials(self._theta(theta)) * self._components).sum(dim=1)
+        """w_i(θ) [n] (w_i(θ, α) with nuisances): ``theta`` [P] for every event, or [n, P], one per event;
+        differentiable in θ and α."""
+        theta = self._theta(theta)
+        if self._systematics is None:
+            return (self.morphing.monomials(theta) * self._components).sum(dim=1)
+        return self._varied_weights(*self._split(theta))
+
+    def _varied_weights(self, theta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        nominal = (self.morphing.monomials(theta) * self._components).sum(dim=1)
+        return self._systematics.varied_weights(nominal, self.morphing.weights(theta), self.basis_weights, alpha)
 
     def cross_section(self, theta) -> torch.Tensor:
-        """σ(θ) = Σ_b a_b(θ) σ(θ_b) for each row of ``theta`` [G, p] (or [p]): shape [G]."""
-        return self.morphing.weights(theta) @ self.basis_cross_sections
+        """σ(θ) = Σ_b a_b(θ) σ(θ_b) for each row of ``theta`` [G, P] (or [P]): shape [G]. With nuisances,
+        σ(θ, α), its dependence on α normalised over the whole sample (module docstring); differentiable in
+        θ and α (first derivatives)."""
+        theta = self._batch(theta)
+        if self._systematics is None:
+            return self.morphing.weights(theta) @ self.basis_cross_sections
+        return self._varied_cross_section(*self._split(theta))
+
+    def _varied_cross_section(self, theta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        morphing_weights = self.morphing.weights(theta)
+        nominal = morphing_weights @ self.basis_cross_sections
+        return self._systematics.varied_cross_section(nominal, morphing_weights, self.basis_cross_sections, alpha)
+
+    def log_constraint(self, theta) -> torch.Tensor:
+        """Σ_k log c_k(α_k), the nuisances' constraint terms, for each row of ``theta`` [G, P]: [G] (zeros
+        without nuisances). Add it to the log-likelihood to profile or marginalise the nuisances."""
+        theta = self._batch(theta)
+        total = torch.zeros(theta.shape[0], dtype=torch.float64)
+        _, alpha = self._split(theta)
+        for k, nuisance in enumerate(self.nuisances):
+            total = total + nuisance.log_constraint(alpha[:, k])
+        return total
 
     def log_prob(self, theta) -> torch.Tensor:
         """log p(z_i|θ) + const = log w_i(θ) − log σ(θ): [n]. Raises where a weight is not positive."""
         theta = self._theta(theta)
-        weights = self.weights(theta)
+        if self._systematics is None:
+            weights, sigma = self.weights(theta), None
+        else:  # one slice of θ feeds both, so autograd sums its terms as without nuisances (bit for bit at α = 0)
+            parameters, alpha = self._split(theta)
+            weights, sigma = self._varied_weights(parameters, alpha), self._varied_cross_section(parameters, alpha)
         bad = ~(weights > 0)
         if bad.any():
             first = int(bad.nonzero()[0, 0])
@@ -130,7 +224,7 @@ class WeightedEvents:
                              f"event {first}, weight {float(weights[first]):.3g}, θ = "
                              f"{theta[min(first, theta.shape[0] - 1)].tolist()}); log r and t need dσ(z|θ) > 0: θ "
                              f"lies where the morphed cross section is unphysical, or the sample has negative weights")
-        return torch.log(weights) - torch.log(self.cross_section(theta))
+        return torch.log(weights) - torch.log(self.cross_section(theta) if sigma is None else sigma)
 
     def joint_log_ratio(self, theta0, theta1) -> torch.Tensor:
         """log r(x_i,z_i|θ0,θ1) = log[w_i(θ0)/w_i(θ1)] − log[σ(θ0)/σ(θ1)]: [n]."""
@@ -138,20 +232,21 @@ class WeightedEvents:
             return self.log_prob(theta0) - self.log_prob(theta1)
 
     def joint_score(self, theta) -> torch.Tensor:
-        """t(x_i,z_i|θ) = ∇θ w_i(θ)/w_i(θ) − ∇θ σ(θ)/σ(θ): [n, p] (autograd through the morphing)."""
+        """t(x_i,z_i|θ) = ∇θ w_i(θ)/w_i(θ) − ∇θ σ(θ)/σ(θ): [n, P] (autograd through the morphing and, with
+        nuisances, through the interpolation: the full vector (θ, α))."""
         theta = self._theta(theta).detach().expand(len(self), -1).clone().requires_grad_(True)
         with torch.enable_grad():
             (score,) = torch.autograd.grad(self.log_prob(theta).sum(), theta)
         return score
 
     def effective_sample_size(self, theta) -> float:
-        """(Σ_i w_i(θ))² / Σ_i w_i(θ)² at one ``theta`` [p]."""
+        """(Σ_i w_i(θ))² / Σ_i w_i(θ)² at one ``theta`` [P]."""
         with torch.no_grad():
             return effective_sample_size(self.weights(self._one_theta(theta, "effective_sample_size")))
 
     # --- unweighting ------------------------------------------------------------------------------------
     def unweight(self, theta, n: int, generator: torch.Generator | None = None) -> Unweighted:
-        """n events drawn with replacement with probability w_i(θ)/Σ_j w_j(θ) at one ``theta`` [p]."""
+        """n events drawn with replacement with probability w_i(θ)/Σ_j w_j(θ) at one ``theta`` [P]."""
         theta = self._one_theta(theta, "unweight")
         if isinstance(n, bool) or int(n) != n or n < 1:
             raise ValueError(f"unweight: n must be a positive whole number, got {n!r}")
@@ -168,16 +263,42 @@ class WeightedEvents:
         index = _inverse_cdf(weights, uniforms)
         return Unweighted(index, self.x[index], effective_sample_size(weights))
 
+    def _envelope(self, theta: torch.Tensor) -> torch.Tensor:
+        """u_i ≥ |w_i(θ_row)| for every row of ``theta`` [m, P]: Σ_m max_rows|c_m(θ)| · |f_m(z_i)|, and with
+        nuisances Σ_b max_rows|a_b(θ)| · |w_ib| · Π_k (bound of f_ibk over the rows' α_k) · max_rows|Π(1 + α_k)|."""
+        if self._systematics is None:
+            coefficients = self.morphing.monomials(theta)
+            return self._components.abs() @ coefficients.abs().max(dim=0).values
+        theta, alpha = self._split(theta)
+        return self._systematics.envelope(self.morphing.weights(theta), self.basis_weights, alpha)
+
+    def _weights_of(self, events: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """w of event ``events[j]`` at row j of ``theta`` [m, P]: [m]."""
+        if self._systematics is None:
+            return (self.morphing.monomials(theta) * self._components[events]).sum(dim=1)
+        theta, alpha = self._split(theta)
+        nominal = (self.morphing.monomials(theta) * self._components[events]).sum(dim=1)
+        return self._systematics.select(events).varied_weights(nominal, self.morphing.weights(theta),
+                                                               self.basis_weights[events], alpha)
+
+    def _weight_table(self, thetas: torch.Tensor) -> torch.Tensor:
+        """w_i at each row of ``thetas`` [k, P]: [k, n] (for a few rows: k × n values at once)."""
+        if self._systematics is None:
+            return self.morphing.monomials(thetas) @ self._components.T
+        theta, alpha = self._split(thetas)
+        nominal = self.morphing.monomials(theta) @ self._components.T
+        return self._systematics.varied_weights(nominal, self.morphing.weights(theta)[:, None, :],
+                                                self.basis_weights, alpha[:, None, :])
+
     def _draw_rows(self, theta: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """One event per row of ``theta`` [m, p], drawn with probability ∝ w_i(θ_row): rejection from the
-        envelope u_i = Σ_m max_rows|c_m(θ)| · |f_m(z_i)| ≥ w_i(θ_row), so no [m, n] table is needed."""
-        coefficients = self.morphing.monomials(theta)
-        envelope = self._components.abs() @ coefficients.abs().max(dim=0).values
+        """One event per row of ``theta`` [m, P], drawn with probability ∝ w_i(θ_row): rejection from an
+        envelope u_i ≥ w_i(θ_row) for every row (``_envelope``), so no [m, n] table is needed."""
+        envelope = self._envelope(theta)
         index = torch.empty(theta.shape[0], dtype=torch.long)
         pending = torch.arange(theta.shape[0])
         for _ in range(MAX_REJECTION_ROUNDS):
             candidate = _inverse_cdf(envelope, torch.rand(pending.numel(), generator=generator, dtype=torch.float64))
-            weight = (coefficients[pending] * self._components[candidate]).sum(dim=1)
+            weight = self._weights_of(candidate, theta[pending])
             negative = weight < -1e-12 * envelope[candidate]  # below rounding: a truly negative weight
             if negative.any():
                 k = int(negative.nonzero()[0, 0])
@@ -194,21 +315,29 @@ class WeightedEvents:
                            "rejection rounds; the morphed weights are tiny against their envelope at those θ")
 
     def augmented_data(self, prior, n: int, reference=None, seed: int = 0,
-                       min_effective_sample_size: float = 100.0) -> AugmentedData:
+                       min_effective_sample_size: float = 100.0, nuisance_draws: int = 256) -> AugmentedData:
         """n rows of ``sluice.AugmentedData`` for any sluice estimator, as ``sluice.simulate`` lays them out:
         θ0 ~ prior, θ1 = ``reference`` or an independent prior draw, y alternating 0, 1, 0, …; x of row i
         is an event unweighted at the θ of its y (events are reused across rows); log r and both joint
         scores come from the weights. Warns with ``LowEffectiveSampleSizeWarning`` when the effective
-        sample size at some of the rows' θ (the first 64 checked) is below ``min_effective_sample_size``."""
-        p = self.morphing.n_parameters
-        check_prior(prior, p)
+        sample size at some of the rows' θ (the first 64 checked) is below ``min_effective_sample_size``.
+
+        With nuisances the rows' parameters are the full vector (θ, α): ``prior`` is over θ, [p] (each row's
+        α then comes from a pool of ``nuisance_draws`` draws from the constraints: σ(θ, α) costs one pass
+        over the events per distinct α, while its θ-dependence is free), or over the full vector, [p + K]
+        (e.g. a ``Point`` for SALLY); ``reference`` is [p] (at α = 0) or [p + K]."""
+        p, size = self.morphing.n_parameters, self.n_parameters
+        full_prior = self._systematics is not None and tuple(prior.event_shape) == (size,)
+        check_prior(prior, size if full_prior else p)
         if isinstance(n, bool) or int(n) != n or n < 1:
             raise ValueError(f"augmented_data: n must be a positive whole number, got {n!r}")
         n = int(n)
-        prior_seed, draw_seed, _ = spawn_seeds(seed, 0, count=3)
+        prior_seed, draw_seed, nuisance_seed = spawn_seeds(seed, 0, count=3)
         draws = sample_prior(prior, n if reference is not None else 2 * n, prior_seed).to(torch.float64)
+        if self._systematics is not None:
+            draws = self._with_nuisances(draws, full_prior, nuisance_draws, nuisance_seed)
         theta0 = draws[:n]
-        theta1 = self._one_theta(reference, "reference").expand(n, p).clone() if reference is not None else draws[n:]
+        theta1 = self._reference(reference).expand(n, size).clone() if reference is not None else draws[n:]
         y = (torch.arange(n) % 2).to(torch.float64)
         theta = torch.where(y[:, None] == 0, theta0, theta1)
         with torch.no_grad():
@@ -217,11 +346,36 @@ class WeightedEvents:
         rows = self[index]
         return AugmentedData(theta0=theta0, theta1=theta1, y=y, x=rows.x, log_r_xz=rows.joint_log_ratio(theta0, theta1),
                              t_xz0=rows.joint_score(theta0), t_xz1=rows.joint_score(theta1),
-                             parameter_names=self.morphing.parameter_names, simulator_name="WeightedEvents")
+                             parameter_names=self.parameter_names, simulator_name="WeightedEvents")
+
+    def _reference(self, reference) -> torch.Tensor:
+        """The reference as one full row; a θ-only reference [p] sits at α = 0."""
+        if self._systematics is not None:
+            reference = torch.as_tensor(reference, dtype=torch.float64).reshape(-1)
+            if reference.numel() == self.morphing.n_parameters:
+                reference = torch.cat([reference, torch.zeros(len(self.nuisances), dtype=torch.float64)])
+        return self._one_theta(reference, "reference")
+
+    def _with_nuisances(self, draws: torch.Tensor, full_prior: bool, pool_size: int, seed: int) -> torch.Tensor:
+        """Rows (θ, α): α from a pool of ``pool_size`` vectors (the constraints' draws, or the α part of the
+        full prior's first draws), each row taking one at random; α rounded to float32 as AugmentedData keeps it."""
+        if isinstance(pool_size, bool) or int(pool_size) != pool_size or pool_size < 1:
+            raise ValueError(f"augmented_data: nuisance_draws must be a positive whole number, got {pool_size!r}")
+        p, rows = self.morphing.n_parameters, draws.shape[0]
+        generator = torch.Generator().manual_seed(seed)
+        pool_size = min(int(pool_size), rows)
+        if full_prior:
+            theta, pool = draws[:, :p], draws[:pool_size, p:]
+        else:
+            theta = draws
+            pool = torch.stack([nuisance.sample(pool_size, generator) for nuisance in self.nuisances], dim=1)
+        pool = pool.to(torch.float32).to(torch.float64)
+        choice = torch.randint(pool_size, (rows,), generator=generator)
+        return torch.cat([theta, pool[choice]], dim=1)
 
     def _warn_if_sparse(self, thetas: torch.Tensor, minimum: float) -> None:
         with torch.no_grad():
-            weights = self.morphing.monomials(thetas) @ self._components.T  # [k, n]
+            weights = self._weight_table(thetas)  # [k, n]
         sizes = weights.sum(dim=1) ** 2 / (weights**2).sum(dim=1)
         worst = int(sizes.argmin())
         if sizes[worst] < minimum:
@@ -231,7 +385,210 @@ class WeightedEvents:
                           stacklevel=3)
 
     def __repr__(self) -> str:
-        return f"WeightedEvents(n={len(self)}, x={list(self.x.shape[1:])}, morphing={self.morphing!r})"
+        nuisances = f", nuisances={[nuisance.name for nuisance in self.nuisances]}" if self.nuisances else ""
+        return f"WeightedEvents(n={len(self)}, x={list(self.x.shape[1:])}, morphing={self.morphing!r}{nuisances})"
+
+
+class _Systematics:
+    """The nuisance model of a weighted sample: per-event factors F_ib(α) from the weight variations, the
+    lognormal normalisations, and (shared with every slice) the whole sample's normalisation of σ(θ, α)."""
+
+    def __init__(self, nuisances: tuple, factors: dict, normalisation: _Normalisation):
+        self.nuisances = nuisances
+        self.factors = factors  # nuisance index → Interpolator of ratios, [n, 1] or [n, B]
+        self.lognormal = [k for k, nuisance in enumerate(nuisances) if nuisance.constraint == "lognormal"]
+        self.normalisation = normalisation
+
+    @classmethod
+    def build(cls, nuisances, variations, variations_at, basis_weights: torch.Tensor,
+              morphing: Morphing) -> _Systematics:
+        nuisances = tuple(nuisances or ())
+        variations = dict(variations or {})
+        names = []
+        for nuisance in nuisances:
+            if not isinstance(nuisance, Nuisance):
+                raise ValueError(f"WeightedEvents: nuisance {nuisance!r} has no constraint; give "
+                                 f"sluice.simulators.systematics.Nuisance(name, 'gaussian' or 'lognormal', width)")
+            names.append(nuisance.name)
+        for name in variations:
+            if name not in names:
+                raise ValueError(f"WeightedEvents: variation '{name}' has no constraint: add Nuisance('{name}', "
+                                 f"'gaussian') to nuisances")
+        clash = sorted(set(names) & set(morphing.parameter_names)) or sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(f"WeightedEvents: nuisance names must be unique and differ from θ's "
+                             f"{list(morphing.parameter_names)}; '{clash[0]}' is taken")
+        reference = basis_weights[:, 0] if variations_at is None else \
+            morphing.morph(basis_weights, morphing.theta_batch(variations_at).reshape(-1))
+        factors = {}
+        for k, nuisance in enumerate(nuisances):
+            given = variations.get(nuisance.name)
+            if nuisance.constraint == "lognormal":
+                if given is not None:
+                    raise ValueError(f"WeightedEvents: nuisance '{nuisance.name}' is lognormal: it scales every "
+                                     f"weight by 1 + α and takes no weight variations; give variations to a "
+                                     f"'gaussian' nuisance")
+                continue
+            if given is None:
+                raise ValueError(f"WeightedEvents: gaussian nuisance '{nuisance.name}' has no weight variations; "
+                                 f"give variations={{'{nuisance.name}': (down_weights, up_weights)}}")
+            factors[k] = _ratio_interpolator(nuisance.name, given, basis_weights, reference)
+        return cls(nuisances, factors, _Normalisation(basis_weights, factors))
+
+    def select(self, rows: torch.Tensor) -> _Systematics:
+        return _Systematics(self.nuisances, {k: factor[rows] for k, factor in self.factors.items()},
+                            self.normalisation)
+
+    def event_factors(self, alpha: torch.Tensor) -> torch.Tensor | None:
+        """F_ib(α) = Π_k f_k(α_k) for α [..., K] broadcasting against the events [n] ([1 or n, K]: one α per
+        event; [k, 1, K]: a table): [..., n, 1 or B] (None without variations)."""
+        product = None
+        for k, factor in self.factors.items():
+            value = factor.factor(alpha[..., k, None])
+            product = value if product is None else product * value
+        return product
+
+    def lognormal_factor(self, alpha: torch.Tensor) -> torch.Tensor | None:
+        """Π_lognormal (1 + α_k) for α [..., K]: [...] (None without lognormal nuisances)."""
+        product = None
+        for k in self.lognormal:
+            product = 1.0 + alpha[..., k] if product is None else product * (1.0 + alpha[..., k])
+        return product
+
+    def varied_weights(self, nominal, morphing_weights, basis_weights, alpha) -> torch.Tensor:
+        """w_i(θ, α) = w_i(θ) + Σ_b a_b(θ) w_ib (F_ib(α) − 1), times the lognormal factors: exactly w_i(θ) at α = 0.
+        ``nominal`` [..., n], ``morphing_weights`` [..., B], ``basis_weights`` [n, B], ``alpha`` [..., K]."""
+        weights = nominal
+        factors = self.event_factors(alpha)
+        if factors is not None:
+            if factors.shape[-1] == 1:  # the same factor at every basis point: w_i(θ) (F_i − 1)
+                weights = weights + nominal * (factors[..., 0] - 1.0)
+            else:
+                weights = weights + (morphing_weights * basis_weights * (factors - 1.0)).sum(dim=-1)
+        scale = self.lognormal_factor(alpha)
+        return weights if scale is None else weights * scale
+
+    def varied_cross_section(self, nominal, morphing_weights, basis_cross_sections, alpha) -> torch.Tensor:
+        """σ(θ, α) = σ(θ) + Σ_b a_b(θ) σ(θ_b) D_b(α), D_b(α) = Σ_i w_ib (F_ib(α) − 1) / Σ_i w_ib over the whole
+        sample, times the lognormal factors [G]."""
+        sigma = nominal
+        if self.factors:
+            shift = self.normalisation.shift_rows(alpha[:, sorted(self.factors)])
+            sigma = sigma + (morphing_weights * basis_cross_sections * shift).sum(dim=1)
+        scale = self.lognormal_factor(alpha)
+        return sigma if scale is None else sigma * scale
+
+    def envelope(self, morphing_weights, basis_weights, alpha) -> torch.Tensor:
+        """u_i = Σ_b max_rows|a_b(θ)| · |w_ib| · Π_k max f_ibk · max_rows Π(1 + α_lognormal) ≥ w_i(θ, α)."""
+        bound = basis_weights.abs()
+        for k, factor in self.factors.items():  # F ≤ Π_k max f_k over the rows' range of α_k
+            bound = bound * factor.factor_bound(float(alpha[:, k].min()), float(alpha[:, k].max()))
+        envelope = bound @ morphing_weights.abs().max(dim=0).values
+        scale = self.lognormal_factor(alpha)
+        return envelope if scale is None else envelope * float(scale.abs().max())
+
+
+class _Normalisation:
+    """D_b(α) = Σ_i w_ib (F_ib(α) − 1) / Σ_i w_ib over a whole sample and its slope in α, one pass over the events
+    per distinct α (cached: samples reuse a few α), so σ(θ, α) is normalised like the whole sample's weights."""
+
+    def __init__(self, basis_weights: torch.Tensor, factors: dict):
+        self.basis_weights = basis_weights
+        self.totals = basis_weights.sum(dim=0)
+        self.factors = [factors[k] for k in sorted(factors)]
+        self.cache: dict = {}
+
+    def shift_rows(self, alpha: torch.Tensor) -> torch.Tensor:
+        """D(α_row) [G, B] for α rows [G, K_varied]; when α needs gradients, value plus J·(α − α_u) (zero), so
+        the first derivatives in α are exact (second ones are not)."""
+        unique, inverse = torch.unique(alpha.detach(), dim=0, return_inverse=True)
+        rows = self.shift(unique, slopes=False)[inverse]
+        if alpha.requires_grad:
+            slope = self.shift(unique, slopes=True)
+            rows = rows + (slope[inverse] * (alpha - unique[inverse])[:, None, :]).sum(dim=-1)
+        return rows
+
+    def shift(self, unique: torch.Tensor, slopes: bool) -> torch.Tensor:
+        """D [U, B] (or dD/dα [U, B, K] with ``slopes``) at distinct α rows [U, K], cached, computed in chunks."""
+        cache = self.cache.setdefault(slopes, {})
+        keys = [tuple(row) for row in unique.tolist()]
+        missing = [i for i, key in enumerate(keys) if key not in cache]
+        if missing:
+            if len(cache) + len(missing) > MAX_CACHED_NUISANCE_POINTS:
+                cache.clear()
+            for i, value in zip(missing, self._compute(unique[missing], slopes), strict=True):
+                cache[keys[i]] = value
+        return torch.stack([cache[key] for key in keys])
+
+    def _compute(self, alpha: torch.Tensor, slopes: bool) -> torch.Tensor:
+        n, basis = self.basis_weights.shape
+        width = max(factor.log_up.shape[1] for factor in self.factors)
+        chunk = max(1, MAX_CHUNK_ELEMENTS // (n * width))
+        results = []
+        for start in range(0, alpha.shape[0], chunk):
+            points = alpha[start:start + chunk, None, None, :]  # [u, 1, 1, K]
+            values = [factor.factor(points[..., k]) for k, factor in enumerate(self.factors)]  # [u, n, 1 or B]
+            if not slopes:
+                results.append(self._sum_over_events(_product(values) - 1.0))
+                continue
+            derivatives = [factor.factor_slope(points[..., k]) for k, factor in enumerate(self.factors)]
+            partials = [_product(values[:k] + [derivatives[k]] + values[k + 1:]) for k in range(len(values))]
+            results.append(torch.stack([self._sum_over_events(partial) for partial in partials], dim=-1))
+        return torch.cat(results)
+
+    def _sum_over_events(self, per_event: torch.Tensor) -> torch.Tensor:
+        """Σ_i w_ib g_ib / Σ_i w_ib for g [u, n, 1 or B]: [u, B]."""
+        if per_event.shape[-1] == 1:
+            return (per_event[..., 0] @ self.basis_weights) / self.totals
+        return (per_event * self.basis_weights).sum(dim=1) / self.totals
+
+
+def _events_flagged(flags: torch.Tensor) -> int:
+    """How many events (rows) have a flag set in ``flags`` [n] or [n, B]."""
+    return int(flags.any(dim=-1).sum()) if flags.ndim > 1 else int(flags.sum())
+
+
+def _product(tensors: list) -> torch.Tensor:
+    result = tensors[0]
+    for tensor in tensors[1:]:
+        result = result * tensor
+    return result
+
+
+def _ratio_interpolator(name: str, given, basis_weights: torch.Tensor, reference: torch.Tensor) -> Interpolator:
+    """The code4 interpolator of one nuisance's per-event ratios, after checking its variations."""
+    if not (isinstance(given, (tuple, list)) and len(given) == 2):
+        raise ValueError(f"WeightedEvents: variations['{name}'] must be a pair (down_weights, up_weights)")
+    n, basis = basis_weights.shape
+    pair = []
+    for label, weights in zip(("down", "up"), given, strict=True):
+        weights = _as_float64(f"variation '{name}' {label} weights", weights)
+        if weights.shape not in ((n,), (n, basis)):
+            raise ValueError(f"WeightedEvents: variation '{name}' {label} weights must have shape [n_events] = [{n}] "
+                             f"or [n_events, n_basis] = [{n}, {basis}], got {list(weights.shape)}")
+        totals = weights.sum(dim=0).reshape(-1)
+        if not torch.all(totals > 0):
+            raise ValueError(f"WeightedEvents: variation '{name}' {label} weights have a total ≤ 0 "
+                             f"({totals.tolist()}); a variation of σ must keep it positive")
+        pair.append(weights)
+    down, up = pair
+    if down.shape != up.shape:
+        raise ValueError(f"WeightedEvents: variation '{name}' down and up weights differ in shape: "
+                         f"{list(down.shape)} and {list(up.shape)}")
+    nominal = reference if down.ndim == 1 else basis_weights
+    empty = nominal == 0
+    created = empty & ((down != 0) | (up != 0))
+    if created.any():
+        raise ValueError(f"WeightedEvents: variation '{name}': {_events_flagged(created)} events have nominal weight "
+                         f"0 but a nonzero varied weight; a per-event factor cannot create weight")
+    flipped = ~empty & ~((down / nominal > 0) & (up / nominal > 0))
+    if flipped.any():
+        raise ValueError(f"WeightedEvents: variation '{name}': {_events_flagged(flipped)} events have a down or up "
+                         f"weight that is zero or of the other sign than their nominal weight; per-event factors "
+                         f"must be positive")
+    if down.ndim == 1:
+        nominal, down, up = nominal[:, None], down[:, None], up[:, None]
+    return Interpolator(nominal, down, up, PER_EVENT_CODE)
 
 
 def _inverse_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:

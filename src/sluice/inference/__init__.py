@@ -19,7 +19,31 @@ from .diagnostics import (
     tarp_coverage,
 )
 from .exact import ExactLikelihood
-from .fisher import FisherInformation, exact_fisher_information, fisher_information
+from .extended import ExtendedTerm, extended_log_likelihood
+from .fisher import (
+    FisherInformation,
+    exact_fisher_information,
+    fisher_information,
+    rate_information,
+    weighted_fisher_information,
+)
+from .histograms import BinnedModel, Binning, HistogramModel, Sample
+from .limits import (
+    BinnedData,
+    CountingExperiment,
+    HypothesisTest,
+    ToyTest,
+    UpperLimit,
+    asymptotic_cls,
+    asymptotic_pvalue,
+    expected_cls,
+    hypotest,
+    test_statistic,
+    toy_hypotest,
+    toy_statistics,
+    toy_upper_limit,
+    upper_limit,
+)
 from .neyman import neyman_thresholds, profile_scan
 from .posterior import (
     Posterior,
@@ -37,5 +61,8 @@ __all__ = [
     "maximum_likelihood", "mcmc_posterior", "neyman_thresholds", "profile_scan", "sbc_ranks", "sbc_uniformity", "scan",
     "variational_posterior", "wilks_threshold", "TARP", "tarp", "tarp_coverage", "PredictiveCheck",
     "posterior_predictive_check", "mean_of_events", "standardize_by_reference", "sample_posterior",
-    "effective_sample_size", "split_r_hat",
+    "effective_sample_size", "split_r_hat", "weighted_fisher_information", "rate_information",
+    "ExtendedTerm", "extended_log_likelihood", "BinnedData", "CountingExperiment", "HypothesisTest", "UpperLimit",
+    "ToyTest", "hypotest", "upper_limit", "test_statistic", "asymptotic_pvalue", "asymptotic_cls", "expected_cls",
+    "toy_statistics", "toy_hypotest", "toy_upper_limit", "Binning", "HistogramModel", "BinnedModel", "Sample",
 ]

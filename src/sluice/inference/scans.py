@@ -1,4 +1,8 @@
-"""Likelihood-ratio scans: q(θ) = −2 [Σ_i log r̂(x_i|θ, θ_ref) − max_θ'], the MLE, Wilks regions and limits."""
+"""Likelihood-ratio scans: q(θ) = −2 [Σ_i log r̂(x_i|θ, θ_ref) − max_θ'], the MLE, Wilks regions and limits.
+
+Every scan takes ``rate=ExtendedTerm(...)`` (``sluice.inference.extended``) to add the extended likelihood's
+rate and constraint terms, log Poisson(n | L σ(θ)) + Σ_k log c_k(α_k), to the shape term Σ_i w_i log r̂; without
+it the results are those of the shape alone, as before."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 from scipy import optimize, stats
 
 from .evaluate import ExperimentLogRatio, finite_difference_steps, reference_point, summed_log_ratio
+from .extended import ExtendedTerm, observed_count, rate_difference
 
 __all__ = ["Scan", "make_grid", "scan", "asimov_scan", "wilks_threshold", "maximum_likelihood"]
 
@@ -83,16 +88,19 @@ def _crossing(theta: np.ndarray, q: np.ndarray, limit: float) -> float:
 
 
 def maximum_likelihood(estimator, x, start: torch.Tensor, bounds, theta_ref: torch.Tensor,
-                       weights=None) -> tuple[torch.Tensor, float]:
+                       weights=None, rate: ExtendedTerm | None = None) -> tuple[torch.Tensor, float]:
     """The MLE inside ``bounds`` [(low, high)] per parameter, found from ``start`` [p] by L-BFGS-B with the
-    gradient of ℓ(θ) = Σ_i w_i log r̂(x_i|θ, θ_ref) (``maximise_experiments``): (θ̂ [p], ℓ(θ̂))."""
+    gradient of ℓ(θ) = Σ_i w_i log r̂(x_i|θ, θ_ref) (``maximise_experiments``), plus ``rate``'s terms measured
+    from θ_ref: (θ̂ [p], ℓ(θ̂))."""
+    n_observed = None if rate is None else observed_count(rate, x, weights)
     theta, value = maximise_experiments(estimator, x, torch.as_tensor(start).reshape(1, -1), bounds, theta_ref,
-                                        weights)
+                                        weights, rate=rate, n_observed=n_observed)
     return theta[0].to(torch.float32), float(value[0])
 
 
 def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: torch.Tensor, weights=None,
-                         free=None) -> tuple[torch.Tensor, torch.Tensor]:
+                         free=None, rate: ExtendedTerm | None = None,
+                         n_observed=None) -> tuple[torch.Tensor, torch.Tensor]:
     """max over θ_t of ℓ_t(θ_t) = Σ_{i in t} w_i log r̂(x_i|θ_t, θ_ref) for T experiments at once, each from
     its own start: (θ̂ [T, p], ℓ_t(θ̂_t) [T]), float64.
 
@@ -106,11 +114,19 @@ def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: 
     Σ w |log r̂|, 1.2e-7 · Σ w |log r̂| for a float32 log r̂) over the finite-difference step: a float32 log r̂
     locates a maximum no better, and L-BFGS-B's line search would otherwise chase rounding noise. Each
     experiment keeps the best point evaluated.
+
+    ``rate``: an ``ExtendedTerm`` whose log-likelihood, measured from θ_ref, adds to each ℓ_t (in float64, with
+    its own gradient), with the observed count ``n_observed`` (one number or [T]).
     """
     starts = torch.as_tensor(starts, dtype=torch.float64)
     n_experiments, p = starts.shape
     free = list(range(p)) if free is None else list(free)
     objective = ExperimentLogRatio(estimator, x, n_experiments, theta_ref, weights)
+    if rate is not None:
+        names = getattr(estimator, "parameter_names_", None)
+        counts = torch.as_tensor(n_observed, dtype=torch.float64).reshape(-1).expand(n_experiments)
+        rate_at_reference = rate.log_likelihood(torch.as_tensor(theta_ref, dtype=torch.float64).reshape(1, -1),
+                                                counts, names).detach()
     low = torch.tensor([-np.inf if bounds[j][0] is None else bounds[j][0] for j in free], dtype=torch.float64)
     high = torch.tensor([np.inf if bounds[j][1] is None else bounds[j][1] for j in free], dtype=torch.float64)
     steps = finite_difference_steps(starts, bounds)[:, free]
@@ -121,6 +137,9 @@ def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: 
         thetas = starts.clone()
         thetas[:, free] = torch.from_numpy(z).reshape(n_experiments, len(free))
         values, gradient, resolution = objective(thetas, free, bounds)
+        if rate is not None:  # the rate and constraint terms, from θ_ref as ℓ is
+            rate_values, rate_gradient = rate.values_and_gradient(thetas, counts, names, free, bounds)
+            values, gradient = values + (rate_values - rate_at_reference), gradient + rate_gradient
         better = values > best_value
         best_value[better], best_theta[better] = values[better], thetas[better]
         # the rounding seen so far (ℓ is measured from θ_ref, so near θ_ref one point's own |log r̂| is too small)
@@ -152,32 +171,50 @@ class _Resolved(Exception):
     """Raised by the objective when the gradient is below the rounding of ℓ: the maximum is found."""
 
 
-def scan(estimator, x_observed, grid: torch.Tensor, weights=None, refine: bool = True) -> Scan:
+def scan(estimator, x_observed, grid: torch.Tensor, weights=None, refine: bool = True,
+         rate: ExtendedTerm | None = None) -> Scan:
     """Scan Σ_i w_i log r̂(x_i|θ, θ_ref) over ``grid`` [G, p] for the observed events (optionally weighted).
 
     With ``refine`` the MLE is the best grid point refined by ``maximum_likelihood`` inside the grid's box
     (L-BFGS-B with gradients), so q(θ) does not depend on where the grid points fall; without, it is the
-    best grid point."""
+    best grid point. With ``rate`` (an ``ExtendedTerm``) the scan is of the extended likelihood: its rate and
+    constraint terms at θ minus at θ_ref are added, with n = ``rate.n_observed``, else Σ_i w_i."""
     grid = torch.as_tensor(grid, dtype=torch.float32)
     grid = grid[:, None] if grid.ndim == 1 else grid
     theta_ref = reference_point(grid)
     values = summed_log_ratio(estimator, x_observed, grid, theta_ref, weights)
+    if rate is not None:
+        values = (values.double() + rate_difference(rate, grid, theta_ref, observed_count(rate, x_observed, weights),
+                                                    getattr(estimator, "parameter_names_", None))).to(values.dtype)
     best = int(torch.argmax(values))
     mle, best_value = grid[best], float(values[best])
     if refine:
         bounds = list(zip(grid.min(dim=0).values.tolist(), grid.max(dim=0).values.tolist(), strict=True))
-        refined, refined_value = maximum_likelihood(estimator, x_observed, mle, bounds, theta_ref, weights)
+        refined, refined_value = maximum_likelihood(estimator, x_observed, mle, bounds, theta_ref, weights, rate)
         if refined_value > best_value:
             mle, best_value = refined, refined_value
     n_events = float(len(x_observed) if weights is None else torch.as_tensor(weights).sum())
     return Scan(grid, values, mle, best_value, n_events, tuple(getattr(estimator, "parameter_names_", ())))
 
 
-def asimov_scan(estimator, simulator, theta_true, n_events: float, grid: torch.Tensor, n_samples: int = 20_000,
-                seed: int = 0) -> Scan:
+def asimov_scan(estimator, simulator, theta_true, n_events: float | None, grid: torch.Tensor, n_samples: int = 20_000,
+                seed: int = 0, rate: ExtendedTerm | None = None) -> Scan:
     """The expected scan for ``n_events`` at ``theta_true``: a large sample at θ_true, each event weighted
-    n_events / n_samples (the Asimov data set of a Monte-Carlo sample). Its intervals are expected limits."""
+    n_events / n_samples (the Asimov data set of a Monte-Carlo sample). Its intervals are expected limits.
+
+    With ``rate`` (an ``ExtendedTerm``) the scan is of the extended likelihood, and the Asimov count is
+    n = ν(θ_true) = L σ(θ_true): pass ``n_events=None`` for it (another value raises)."""
+    if rate is not None:
+        expected = float(rate.expected_events(torch.as_tensor(theta_true, dtype=torch.float64).reshape(1, -1))[0])
+        if n_events is None:
+            n_events = expected
+        elif abs(float(n_events) - expected) > 1e-6 * expected:
+            raise ValueError(f"asimov_scan: with a rate term the Asimov data set has n = ν(θ_true) = {expected:.6g} "
+                             f"events, not n_events = {n_events}; pass n_events=None")
+        rate = ExtendedTerm(rate.cross_section, rate.luminosity, n_events, rate.constraints, rate.parameter_names)
+    elif n_events is None:
+        raise ValueError("asimov_scan: n_events is needed (or a rate term, whose ν(θ_true) it then is)")
     theta = torch.as_tensor(theta_true, dtype=torch.float32).reshape(1, -1).expand(n_samples, -1)
     with torch.no_grad():
         x, _ = simulator.sample(theta, generator=torch.Generator().manual_seed(seed))
-    return scan(estimator, x, grid, weights=torch.full((n_samples,), n_events / n_samples))
+    return scan(estimator, x, grid, weights=torch.full((n_samples,), n_events / n_samples), rate=rate)

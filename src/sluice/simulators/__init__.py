@@ -1,7 +1,7 @@
 """Simulators: the Simulator base class, priors, the Pyro adapter, event-weight morphing, and the built-ins, each
 vectorised over a batch of runs in torch."""
 
-from . import morphing, priors
+from . import morphing, priors, systematics
 from .base import Simulator
 from .galton import GaltonBoard
 from .hierarchical import HierarchicalGaussian
@@ -22,13 +22,15 @@ from .sbibm import (
     load_reference,
 )
 from .suite import SLCP, GammaShapeMixture, OverdispersedCounts, RotatedLinear, StudentT, UniformWidth
+from .systematics import Interpolator, Nuisance, interpolate
 
 __all__ = ["Simulator", "from_pyro", "from_ppx", "PPXSimulator", "priors", "morphing", "GaltonBoard", "GaussianMixture",
            "LotkaVolterra",
            "Lensing", "ParticleToy", "HierarchicalGaussian", "StudentT", "RotatedLinear",
            "OverdispersedCounts", "UniformWidth", "GammaShapeMixture", "SLCP", "BUILT_IN",
            "SbibmGaussianLinear", "SbibmGaussianLinearUniform", "SbibmSLCP", "SbibmGaussianMixture",
-           "SbibmBernoulliGLM", "SbibmTwoMoons", "SBIBM_SIMULATORS", "load_reference"]
+           "SbibmBernoulliGLM", "SbibmTwoMoons", "SBIBM_SIMULATORS", "load_reference",
+           "systematics", "Nuisance", "interpolate", "Interpolator"]
 
 BUILT_IN = {"galton": GaltonBoard, "mixture": GaussianMixture, "lotka_volterra": LotkaVolterra,
             "lensing": Lensing, "particle_toy": ParticleToy,

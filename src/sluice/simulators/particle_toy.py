@@ -9,6 +9,7 @@ import torch
 from .base import Simulator, as_theta_batch
 from .morphing import Morphing, monomial_powers, monomials
 from .priors import BoxUniform
+from .systematics import Nuisance
 
 POWERS = monomial_powers(2, 2)  # 1, c1, c2, c1², c1·c2, c2²
 ANGLE_INTEGRALS = (2.0, 0.0, 2.0 / 3.0)  # ∫_{-1}^{1} cos^j d cos, j = 0, 1, 2
@@ -33,11 +34,17 @@ class ParticleToy(Simulator):
     resolution in closed form (truncated-Gaussian moments). With ``resolution=(0, 0)``, x = z and it is the
     parton-level ("truth-level") likelihood. ``event_weights`` gives the weights a generator would give
     (for morphing), ``morphing()`` a well-conditioned basis for them.
+
+    Systematics, asked for only through ``nuisances()`` and ``systematic_weights`` (the simulator itself is
+    nuisance-free): a normalisation uncertainty of ±``normalisation_uncertainty`` (10 %) on the rate, and an
+    energy-scale uncertainty of ±``energy_scale_uncertainty`` (2 %) on the detector's energy response,
+    x_E = (1 + ε α) E + s_E · noise, both as event-weight variations at α = ±1 (docs/systematics.md).
     """
 
     parameter_names = ("c1", "c2")
     default_batch_size = 100_000
     energy_coupling, interference, longitudinal, background = 0.5, 0.5, 0.5, 0.2  # a, b, d, β
+    normalisation_uncertainty, energy_scale_uncertainty = 0.1, 0.02  # the ±1σ variations: δ_N, ε
 
     def __init__(self, resolution=(0.25, 0.1)):
         self.resolution = tuple(float(s) for s in resolution)
@@ -129,6 +136,49 @@ class ParticleToy(Simulator):
     def joint_log_prob(self, x, z, theta):
         parton = z["parton"]
         return torch.log(self.differential_cross_section(parton, theta)) - torch.log(self.cross_section(theta))
+
+    # --- systematics ------------------------------------------------------------------------------------
+    def nuisances(self) -> tuple[Nuisance, Nuisance]:
+        """The two systematics' nuisance parameters, α in units of their ±1σ variations (Gaussian constraints)."""
+        return Nuisance("normalisation"), Nuisance("energy_scale")
+
+    def systematic_weights(self, x, z, weights) -> dict:
+        """The event weights at α = −1 and +1 of each systematic, ``{name: (down, up)}`` for
+        ``WeightedEvents(..., nuisances=toy.nuisances(), variations=...)``, from the nominal ``weights`` [n]
+        or [n, B] (e.g. ``event_weights``) of the events ``x`` [n, 2] with partons ``z`` [n, 2]:
+
+            normalisation   w (1 ∓ δ_N)
+            energy_scale    w · N(x_E; (1 ∓ ε) E, s_E²) / N(x_E; E, s_E²)
+
+        the second the ratio of the detector densities p(x|z, α = ∓1)/p(x|z, 0) when the energy response is
+        scaled by 1 ∓ ε: exact joint weights at α = ±1, the same at every θ. Needs s_E > 0 (a weight cannot
+        move x)."""
+        width = self.resolution[0]
+        if width == 0:
+            raise ValueError("ParticleToy: the energy-scale variation reweights the detector's energy response, so it "
+                             "needs resolution[0] > 0 (at truth level a scale shift moves x, which a weight cannot)")
+        x, z = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(z, dtype=torch.float64)
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        delta, epsilon = self.normalisation_uncertainty, self.energy_scale_uncertainty
+        measured, energy = x[:, 0], z[:, 0]
+
+        def detector_ratio(sign: float) -> torch.Tensor:  # N(x; (1 + sign ε) E, s²) / N(x; E, s²)
+            shifted, nominal = measured - (1 + sign * epsilon) * energy, measured - energy
+            ratio = torch.exp(-(shifted**2 - nominal**2) / (2 * width**2))
+            return ratio[:, None] if weights.ndim == 2 else ratio
+
+        return {"normalisation": (weights * (1 - delta), weights * (1 + delta)),
+                "energy_scale": (weights * detector_ratio(-1.0), weights * detector_ratio(1.0))}
+
+    def shift_energy_scale(self, x, z, alpha) -> torch.Tensor:
+        """The events ``x`` [n, 2] (partons ``z``) as the detector would measure them at energy-scale nuisance
+        ``alpha`` (a number or [n]): x_E + ε α E, the same noise. Exact draws at α from draws at α = 0."""
+        x = torch.as_tensor(x)
+        energy = torch.as_tensor(z, dtype=torch.float64)[:, 0]
+        shifted = x.to(torch.float64).clone()
+        shifted[:, 0] = shifted[:, 0] + self.energy_scale_uncertainty * torch.as_tensor(alpha, dtype=torch.float64) \
+            * energy
+        return shifted.to(x.dtype)
 
     # --- the detector level -----------------------------------------------------------------------------
     def detector_components(self, x) -> torch.Tensor:
