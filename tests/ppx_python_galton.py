@@ -14,6 +14,15 @@ itself at the Tag site "nail". The faults make the misbehaving simulators of tes
     malformed-below:T     sends bytes that are no PPX message when θ < T
     unknown-distribution  draws the decisions from a distribution type that is not in the schema
     theta-branch          an extra Normal draw "kick" before the board when θ > −0.7 (control flow that depends on θ)
+    rejection             draws u ~ U(0, 1) at "u" until u ≤ θ + 1.3 before the board (a loop that θ ends)
+    observe-theta         an Observe at "o" of its own value 3(θ + 1) from Normal(0, 1), before the board
+    shape-theta           a Normal draw at "vector" of 1 value when θ < −0.7, else 2, before the board
+    address:NAME          an extra Normal draw at the address NAME before the board
+    theta-in-x            x depends on θ beyond the draws: the Tag "nail" (--observe) or the RunResult is nail + θ
+    heavy                 an Observe at "heavy" of the value 141 from Normal(0, 1): log p ≈ −1e4, θ-free
+    chatty                writes 4 kB to its output in each run
+    negative-probs-below:T  a Categorical draw at "bad" with probs (0.5, −0.05) when θ < T (torch refuses it)
+    categories            a Categorical draw at "category": probs (0.01, 0.99) when θ > −0.7, else one category
 
 It imports sluice's server module without sluice itself (no torch), so that a process starts in a fraction of a
 second: the tests start a dozen.
@@ -80,17 +89,36 @@ def make_model(fault: str | None, observe: bool):
             ppx._channel.socket.recv()  # the controller gives up on us; wait to be stopped
         if kind == "theta-branch" and theta > -0.7:
             ppx.sample(Distribution("Normal", mean=0.0, stddev=1.0), address="kick")
+        if kind == "rejection":
+            while float(ppx.sample(Distribution("Uniform", low=0.0, high=1.0), address="u")) > theta + 1.3:
+                pass
+        if kind == "observe-theta":
+            ppx.observe(Distribution("Normal", mean=0.0, stddev=1.0), value=3.0 * (theta + 1.0), address="o")
+        if kind == "shape-theta":
+            ppx.sample(Distribution("Normal", mean=[0.0] * (1 if theta < -0.7 else 2), stddev=1.0), address="vector")
+        if kind == "address":
+            ppx.sample(Distribution("Normal", mean=0.0, stddev=1.0), address=argument)
+        if kind == "heavy":
+            ppx.observe(Distribution("Normal", mean=0.0, stddev=1.0), value=141.0, address="heavy")
+        if kind == "chatty":
+            sys.stdout.write("chatter " * 512)
+            sys.stdout.flush()
+        if kind == "negative-probs-below" and below:
+            ppx.sample(Distribution("Categorical", probs=[0.5, -0.05]), address="bad")
+        if kind == "categories":
+            ppx.sample(Distribution("Categorical", probs=[0.01, 0.99] if theta > -0.7 else [1.0]), address="category")
         nail = START
         for level in range(N_LEVELS):
             right = probability_right(level, nail, theta)
             distribution = messages.UnknownDistribution(42) if kind == "unknown-distribution" else \
                 Distribution("Bernoulli", probs=right)
             nail += int(ppx.sample(distribution, address="level")) - level % 2
+        shown = float(nail) + (theta if kind == "theta-in-x" else 0.0)
         if observe:
             ppx.observe(Distribution("Normal", mean=float(nail), stddev=READING_WIDTH), address="reading")
-            ppx.tag(float(nail), address="nail")
+            ppx.tag(shown, address="nail")
             return None
-        return float(nail)
+        return shown
 
     return galton
 

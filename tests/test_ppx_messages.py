@@ -1,6 +1,7 @@
 """PPX messages and distributions: every message survives encode → decode, flatc reads what sluice writes and sluice
 reads what flatc writes (the schema is the wire format), a corrupt buffer is a PPXProtocolError and nothing else,
-and the distributions score and draw as torch.distributions do."""
+the distributions score as scipy.stats does (exactly at probabilities 0 and 1), and draw as torch.distributions
+do."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
 
 from conftest import assert_mean_close
 
@@ -22,7 +24,11 @@ pytest.importorskip("flatbuffers", reason='PPX needs flatbuffers: pip install "s
 from sluice.simulators.ppx import SCHEMA  # noqa: E402  (after the skip)
 from sluice.simulators.ppx import distributions as ppx_distributions  # noqa: E402
 from sluice.simulators.ppx import messages as m  # noqa: E402
-from sluice.simulators.ppx.errors import PPXProtocolError, PPXUnknownDistributionError  # noqa: E402
+from sluice.simulators.ppx.errors import (  # noqa: E402
+    PPXDistributionError,
+    PPXProtocolError,
+    PPXUnknownDistributionError,
+)
 
 # one of each distribution, with parameters of several shapes (0-d, 1-d, broadcast against each other)
 DISTRIBUTIONS = [
@@ -226,27 +232,67 @@ def test_a_distribution_with_a_misspelt_parameter_is_refused_when_built():
 
 # --- distributions ------------------------------------------------------------------------------------------
 
+def scipy_log_prob(distribution, value: np.ndarray) -> np.ndarray:
+    """log p(value) of a PPX distribution from scipy.stats (or, for Categorical, log probs[k]), in the PPX
+    parametrisation: Beta(α = concentration1, β = concentration0), Gamma and Exponential by rate, LogNormal by the
+    log's loc and scale, Weibull(scale, concentration)."""
+    p = distribution.parameters
+    return {
+        "Normal": lambda: stats.norm(loc=p["mean"], scale=p["stddev"]).logpdf(value),
+        "Uniform": lambda: stats.uniform(loc=p["low"], scale=p["high"] - p["low"]).logpdf(value),
+        "Categorical": lambda: np.log(np.take_along_axis(p["probs"], value.astype(int)[..., None], -1)[..., 0]),
+        "Poisson": lambda: stats.poisson(mu=p["rate"]).logpmf(value),
+        "Bernoulli": lambda: stats.bernoulli(p=p["probs"]).logpmf(value),
+        "Beta": lambda: stats.beta(a=p["concentration1"], b=p["concentration0"]).logpdf(value),
+        "Exponential": lambda: stats.expon(scale=1.0 / p["rate"]).logpdf(value),
+        "Gamma": lambda: stats.gamma(a=p["concentration"], scale=1.0 / p["rate"]).logpdf(value),
+        "LogNormal": lambda: stats.lognorm(s=p["scale"], scale=np.exp(p["loc"])).logpdf(value),
+        "Binomial": lambda: stats.binom(n=p["total_count"], p=p["probs"]).logpmf(value),
+        "Weibull": lambda: stats.weibull_min(c=p["concentration"], scale=p["scale"]).logpdf(value),
+    }[distribution.kind]()
+
+
+LOG_PROB_RTOL = 1e-12  # two float64 evaluations of the same formula, written differently: a few hundred ulps
+
+
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS, ids=lambda d: d.kind)
-def test_log_prob_is_torch_distributions_in_float64(distribution):
-    """The log-density of a PPX distribution is its torch.distributions twin's (same parametrisation), in float64."""
-    value = ppx_distributions.sample(distribution, torch.Generator().manual_seed(1))
-    torch_twin = {
-        "Normal": lambda p: torch.distributions.Normal(p["mean"], p["stddev"]),
-        "Uniform": lambda p: torch.distributions.Uniform(p["low"], p["high"]),
-        "Categorical": lambda p: torch.distributions.Categorical(probs=p["probs"]),
-        "Poisson": lambda p: torch.distributions.Poisson(p["rate"]),
-        "Bernoulli": lambda p: torch.distributions.Bernoulli(probs=p["probs"]),
-        "Beta": lambda p: torch.distributions.Beta(p["concentration1"], p["concentration0"]),
-        "Exponential": lambda p: torch.distributions.Exponential(p["rate"]),
-        "Gamma": lambda p: torch.distributions.Gamma(p["concentration"], p["rate"]),
-        "LogNormal": lambda p: torch.distributions.LogNormal(p["loc"], p["scale"]),
-        "Binomial": lambda p: torch.distributions.Binomial(p["total_count"], probs=p["probs"]),
-        "Weibull": lambda p: torch.distributions.Weibull(p["scale"], p["concentration"]),
-    }[distribution.kind]({name: torch.from_numpy(v) for name, v in distribution.parameters.items()})
-    expected = torch_twin.log_prob(value.long() if distribution.kind == "Categorical" else value)
-    log_prob = ppx_distributions.log_prob(distribution, value)
-    assert log_prob.dtype == torch.float64
-    assert torch.equal(log_prob, expected)
+def test_log_prob_is_scipys_in_the_ppx_parametrisation(distribution):
+    """The float64 log-density of each PPX distribution, at five draws from it, is scipy.stats' (an independent
+    implementation) in the parametrisation the schema documents."""
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        value = ppx_distributions.sample(distribution, generator)
+        log_prob = ppx_distributions.log_prob(distribution, value)
+        assert log_prob.dtype == torch.float64
+        expected = scipy_log_prob(distribution, value.numpy())
+        np.testing.assert_allclose(log_prob.numpy(), expected, rtol=LOG_PROB_RTOL, atol=LOG_PROB_RTOL)
+
+
+@pytest.mark.parametrize("kind, parameters, values, expected", [
+    ("Bernoulli", dict(probs=0.0), [0.0, 1.0], [0.0, -math.inf]),
+    ("Bernoulli", dict(probs=1.0), [0.0, 1.0], [-math.inf, 0.0]),
+    ("Binomial", dict(total_count=5.0, probs=0.0), [0.0, 1.0, 5.0], [0.0, -math.inf, -math.inf]),
+    ("Binomial", dict(total_count=5.0, probs=1.0), [5.0, 4.0, 0.0], [0.0, -math.inf, -math.inf]),
+    ("Binomial", dict(total_count=5.0, probs=0.3), [-1.0, 6.0], [-math.inf, -math.inf]),
+], ids=["bernoulli-0", "bernoulli-1", "binomial-0", "binomial-1", "binomial-outside"])
+def test_probabilities_of_exactly_zero_and_one_are_scored_exactly(kind, parameters, values, expected):
+    """At probs 0 or 1 a value is certain (log p = 0) or impossible (−∞), as is a count outside 0 … n: torch's own
+    Bernoulli and Binomial clamp probs and would give an impossible value a finite log-probability. Alone and
+    through log_prob_sums alike."""
+    distribution = m.Distribution(kind, **parameters)
+    assert ppx_distributions.log_prob(distribution, values).tolist() == expected
+    sums = ppx_distributions.log_prob_sums([distribution] * len(values), [np.array(v) for v in values])
+    assert sums.tolist() == expected
+
+
+def test_a_pair_that_torch_cannot_score_is_a_distribution_error_naming_it():
+    """A category index beyond the probs (a recorded category that does not exist at this θ) among pairs that score:
+    PPXDistributionError with the index of the pair and the distribution, not torch's bare IndexError."""
+    distributions = [m.Distribution("Categorical", probs=[0.5, 0.5]), m.Distribution("Categorical", probs=[0.5, 0.5]),
+                     m.Distribution("Normal", mean=0.0, stddev=1.0)]
+    with pytest.raises(PPXDistributionError, match=r"Distribution\('Categorical', probs=\[0.5, 0.5\]\)") as raised:
+        ppx_distributions.log_prob_sums(distributions, [np.array(1.0), np.array(2.0), np.array(0.0)])
+    assert raised.value.pair == 1
 
 
 N_DRAWS = 20_000

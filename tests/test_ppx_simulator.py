@@ -32,6 +32,7 @@ from sluice.simulators.ppx import (  # noqa: E402  (after the skips)
     PPXReplayError,
     PPXRunFailedWarning,
     PPXStartError,
+    PPXTraceError,
     PPXUnknownDistributionError,
     from_ppx,
 )
@@ -214,7 +215,7 @@ def test_a_run_that_fails_twice_is_a_nan_row_named_by_run_and_address(galton, fa
     simulator without the fault (each row's draws come from its own seed)."""
     theta = torch.tensor([[-0.5], [-0.99], [-0.6]])
     with from_ppx(COMMAND + ["--fault", fault], ["theta"], prior=PRIOR, timeout=timeout) as faulty:
-        with pytest.warns(PPXRunFailedWarning, match=rf"(?s)1 of 3 runs failed twice .*{error}: run 1, address 'theta'"
+        with pytest.warns(PPXRunFailedWarning, match=rf"(?s)1 of 3 runs failed .*{error}: run 1, address 'theta'"
                                                      rf".*{detail}"):
             x, z = faulty.sample(theta, generator=seeded(12))
     clean_x, clean_z = galton.sample(theta, generator=seeded(12))
@@ -318,3 +319,164 @@ def test_a_simulator_already_running_at_an_address(galton, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=5)
+
+
+# --- replays that must be refused, and the runs they leave behind -----------------------------------------------
+
+def test_a_replay_that_fails_inside_a_rejection_loop_finishes_the_run_on_the_same_process():
+    """The rejection variant draws u ~ U(0, 1) until u ≤ θ + 1.3. A run recorded at θ = −0.35 (one u, in (0.3, 0.95])
+    and replayed at θ = −1 meets a second u the record lacks: PPXReplayError. The controller then answers the rest
+    of the run with draws that move on (a fixed draw above 0.3 would loop forever), the run reaches its end, and the
+    same process serves the next replay."""
+    with from_ppx(COMMAND + ["--fault", "rejection"], ["theta"], prior=PRIOR) as simulator:
+        theta = torch.tensor([[-0.35]], dtype=torch.float64)
+        x, z = simulator.sample(theta, generator=seeded(23))
+        assert z[SITES][0] == 21 and 0.3 < float(z["u"][0]) <= 0.95  # the case described above
+        process = simulator._connections[0].process
+        with pytest.raises(PPXReplayError, match=r"run 0, .*the recorded run met 'level', the replay 'u#1'"):
+            simulator.joint_log_prob(x, z, torch.full_like(theta, -1.0))
+        assert torch.isfinite(simulator.joint_log_prob(x, z, theta)).all()
+        assert simulator._connections[0].process is process and process.poll() is None
+
+
+def test_a_run_that_does_not_end_after_a_replay_failure_is_stopped_and_its_process_replaced(monkeypatch):
+    """Replayed at θ = −2 the rejection loop can never end (u ≤ −0.7): after FINISH_MESSAGES answers the controller
+    gives up on the run, raises the PPXReplayError, and stops the process; the next replay starts a fresh one."""
+    monkeypatch.setattr(sluice.simulators.ppx.controller, "FINISH_MESSAGES", 50)
+    with from_ppx(COMMAND + ["--fault", "rejection"], ["theta"], prior=PRIOR) as simulator:
+        theta = torch.tensor([[-0.35]], dtype=torch.float64)
+        x, z = simulator.sample(theta, generator=seeded(23))
+        process = simulator._connections[0].process
+        with pytest.raises(PPXReplayError, match=r"run 0, .*the recorded run met 'level', the replay 'u#1'"):
+            simulator.joint_log_prob(x, z, torch.full_like(theta, -2.0))
+        assert process.poll() is not None
+        assert torch.isfinite(simulator.joint_log_prob(x, z, theta)).all()
+
+
+@pytest.mark.parametrize("observed", [None, ["o", "nail"]], ids=["in-z", "in-x"])
+def test_an_observe_whose_own_value_changes_with_theta_is_refused_on_replay(observed):
+    """An Observe that reports its own value 3(θ + 1): recorded at θ = −0.7 (0.9) and replayed at θ = −0.4 (the
+    simulator reports 1.8) it is a PPXReplayError naming the run and the site, never a log p of the recorded 0.9;
+    replayed at the θ that made it, it scores (as an observed site, its float32 x equals its float32 value)."""
+    command = COMMAND + ["--fault", "observe-theta"] + ([] if observed is None else ["--observe"])
+    with from_ppx(command, ["theta"], observed=observed, prior=PRIOR) as simulator:
+        theta = torch.tensor([[-0.7]], dtype=torch.float64)
+        x, z = simulator.sample(theta, generator=seeded(21))
+        if observed is None:
+            assert float(z["o"][0]) == 3.0 * (-0.7 + 1.0)
+        assert torch.isfinite(simulator.joint_log_prob(x, z, theta)).all()
+        with pytest.raises(PPXReplayError, match=r"run 0, address 'o': .*another value on replay"):
+            simulator.joint_log_prob(x, z, torch.full_like(theta, -0.4))
+
+
+def test_a_site_whose_shape_changes_with_theta_is_refused_on_replay():
+    """"vector" holds 1 value when θ < −0.7 and 2 otherwise: a run recorded at θ = −0.9 and replayed at −0.5 is a
+    PPXReplayError naming the run, the site and both shapes (not a broadcast of the recorded value)."""
+    with from_ppx(COMMAND + ["--fault", "shape-theta"], ["theta"], prior=PRIOR) as simulator:
+        theta = torch.tensor([[-0.9]], dtype=torch.float64)
+        x, z = simulator.sample(theta, generator=seeded(22))
+        assert z["vector"].shape == (1, 1)
+        with pytest.raises(PPXReplayError, match=r"run 0, address 'vector': .*shape \[2\] on replay.*\[1\]"):
+            simulator.joint_log_prob(x, z, torch.full_like(theta, -0.5))
+
+
+@pytest.mark.parametrize("observe", [True, False], ids=["tag", "run-result"])
+def test_x_that_depends_on_theta_beyond_the_draws_is_refused_and_the_process_serves_on(observe):
+    """The nail reported as nail + θ (the Tag "nail", or the RunResult): a replay at another θ is PPXReplayError;
+    the run that failed was finished, so the same process then replays at the recorded θ."""
+    command = COMMAND + ["--fault", "theta-in-x"] + (["--observe"] if observe else [])
+    observed = ["reading", "nail"] if observe else None
+    message = "observed Tag 'nail' has another value on replay" if observe else "the RunResult differs on replay"
+    with from_ppx(command, ["theta"], observed=observed, prior=PRIOR) as simulator:
+        theta = torch.tensor([[-0.6], [-0.8]], dtype=torch.float64)
+        x, z = simulator.sample(theta, generator=seeded(23))
+        process = simulator._connections[0].process
+        with pytest.raises(PPXReplayError, match=rf"run 0\b.*{message}"):
+            simulator.joint_log_prob(x, z, theta + 0.1)
+        assert torch.isfinite(simulator.joint_log_prob(x, z, theta)).all()
+        assert simulator._connections[0].process is process
+
+
+@pytest.mark.parametrize("address", ["level#1", "#sites"])
+def test_an_address_with_the_reserved_hash_is_refused(address):
+    """z keys a site met again as "level#1" and keeps its bookkeeping under "#sites": a site whose own address
+    contains "#" would collide with them, so it is a PPXTraceError naming it."""
+    with from_ppx(COMMAND + ["--fault", f"address:{address}"], ["theta"], prior=PRIOR) as simulator:
+        with pytest.raises(PPXTraceError, match=rf"run 0, address '{address}': .*'#'"):
+            simulator.sample(torch.tensor([[-0.5]]), generator=seeded(24))
+
+
+# --- errors of the distributions a simulator reports -------------------------------------------------------------
+
+def test_a_distribution_that_torch_refuses_is_a_nan_row_named_by_run_and_address(galton):
+    """Categorical probs (0.5, −0.05) at θ < −0.95: torch cannot draw from it. That run's row is NaN with a warning
+    naming PPXDistributionError, the run and the site; the other rows are a clean simulator's."""
+    theta = torch.tensor([[-0.5], [-0.99], [-0.6]])
+    with from_ppx(COMMAND + ["--fault", "negative-probs-below:-0.95"], ["theta"], prior=PRIOR) as faulty:
+        with pytest.warns(PPXRunFailedWarning, match=r"(?s)1 of 3 runs failed .*PPXDistributionError: run 1, "
+                                                     r"address 'bad': .*Categorical"):
+            x, z = faulty.sample(theta, generator=seeded(12))
+    clean_x, _ = galton.sample(theta, generator=seeded(12))
+    assert torch.isnan(x[1]).all() and z[SITES][1] == -1
+    assert torch.equal(x[[0, 2]], clean_x[[0, 2]])
+
+
+def test_a_recorded_category_that_does_not_exist_at_theta_is_a_nan_row_named_by_run_and_address():
+    """"category" has two categories at θ > −0.7 and one below: a run that chose category 1 at θ = −0.5, replayed
+    at −0.9, cannot be scored by torch. Its row is NaN with a warning naming the run and the site; the other row of
+    the batch is scored."""
+    with from_ppx(COMMAND + ["--fault", "categories"], ["theta"], prior=PRIOR) as simulator:
+        theta = torch.tensor([[-0.5], [-0.9]], dtype=torch.float64)
+        x, z = simulator.sample(theta, generator=seeded(25))
+        assert float(z["category"][0]) == 1.0 and float(z["category"][1]) == 0.0
+        with pytest.warns(PPXRunFailedWarning, match=r"(?s)1 of 2 runs failed .*PPXDistributionError: run 0, "
+                                                     r"address 'category'"):
+            log_p = simulator.joint_log_prob(x, z, torch.tensor([[-0.9], [-0.9]], dtype=torch.float64))
+        assert torch.isnan(log_p[0]) and torch.isfinite(log_p[1])
+
+
+def test_one_failed_run_alone_in_its_batch_is_a_nan_row_not_an_error(galton):
+    """simulate's last batch may hold a single row: a run that crashes twice gives a NaN row there too (simulate then
+    drops it within max_dropped_fraction), once the simulator knows x's width from a run that worked."""
+    with from_ppx(COMMAND + ["--fault", "crash-below:-0.95"], ["theta"], prior=PRIOR) as faulty:
+        faulty.sample(torch.tensor([[-0.5]]), generator=seeded(26))
+        with pytest.warns(PPXRunFailedWarning, match="1 of 1 runs failed .*PPXCrashError"):
+            x, z = faulty.sample(torch.tensor([[-0.99]]), generator=seeded(27))
+    assert x.shape == (1, 1) and torch.isnan(x).all() and z[SITES][0] == -1
+
+
+def test_an_unknown_distribution_is_not_retried_on_a_fresh_process():
+    """Every run would meet the unknown distribution again: one process is started, none for a retry."""
+    with from_ppx(COMMAND + ["--fault", "unknown-distribution"], ["theta"], prior=PRIOR) as faulty:
+        with pytest.raises(PPXUnknownDistributionError):
+            faulty.sample(torch.tensor([[-0.5], [-0.6]]), generator=seeded(13))
+        assert faulty._generation == 1
+
+
+def test_the_simulators_output_file_keeps_a_bounded_tail(monkeypatch):
+    """A simulator that writes 4 kB a run: with LOG_LIMIT = 10 kB its output file never holds much more than that
+    (the tail is kept), and what it wrote last is still there to quote."""
+    monkeypatch.setattr(sluice.simulators.ppx.controller, "LOG_LIMIT", 10_000)
+    with from_ppx(COMMAND + ["--fault", "chatty"], ["theta"], prior=PRIOR) as chatty:
+        chatty.sample(torch.full((12, 1), -0.5), generator=seeded(28))
+        connection = chatty._connections[0]
+        assert os.fstat(connection._log.fileno()).st_size <= 10_000 + 4096
+        assert connection.output().endswith("chatter ")
+
+
+def test_the_joint_log_ratio_is_the_float64_difference_of_large_log_probs():
+    """With a θ-free Observe of log N(141; 0, 1) ≈ −9942 in every run, log r(x,z|θ0,θ1) is the board's O(1) ratio:
+    mining subtracts the float64 log-probabilities before rounding to float32, so log r is within half a float32
+    ulp of its own size (rounding each log p first would cost ulp(1e4) ≈ 1e-3)."""
+    from sluice.mining.joint import mine
+    with from_ppx(COMMAND + ["--fault", "heavy"], ["theta"], prior=PRIOR) as heavy:
+        theta1 = sample_prior(PRIOR, 20, seed=29).to(torch.float64)
+        theta0 = sample_prior(PRIOR, 20, seed=30).to(torch.float64)
+        x, z = heavy.sample(theta1, generator=seeded(31))
+        exact = heavy.joint_log_prob(x, z, theta0) - heavy.joint_log_prob(x, z, theta1)
+        assert float(heavy.joint_log_prob(x, z, theta1).abs().min()) > 9e3
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FiniteDifferenceWarning)
+            log_r = mine(heavy, x, z, theta0, theta1, heavy.fd_step * parameter_scale(PRIOR)).log_r_xz
+    half_ulp = exact.abs() * 2.0**-24 + 1e-12
+    assert torch.all((log_r.to(torch.float64) - exact).abs() <= half_ulp)

@@ -4,7 +4,9 @@
     t(x,z|θ)         = ∇θ log p(x,z|θ)        (z held fixed)
 
 The score comes from autograd of ``joint_log_prob``; where that is not differentiable it comes from
-central finite differences with a step relative to the prior's scale, and the user is told once.
+central finite differences with a step relative to the prior's scale, and the user is told once. log r is the
+difference of the two log-probabilities in float64, rounded to float32 only then: log p can be large (10⁴ for a
+simulator with many sites) where log r is of order one, and float32 log p would carry an error of ulp(|log p|).
 """
 
 from __future__ import annotations
@@ -84,8 +86,10 @@ class AutogradScore:
     reason: str = ""
 
 
-def autograd_score(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torch.Tensor) -> AutogradScore:
-    """The joint log-prob and score by autograd of ``joint_log_prob``, or why that is not available."""
+def autograd_score(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torch.Tensor,
+                   log_prob_dtype: torch.dtype = torch.float32) -> AutogradScore:
+    """The joint log-prob (in ``log_prob_dtype``) and score (float32) by autograd of ``joint_log_prob``, or why
+    that is not available."""
     if not simulator.differentiable:
         return AutogradScore(None, None, "differentiable = False")
     theta_var = theta.detach().clone().requires_grad_(True)
@@ -97,27 +101,30 @@ def autograd_score(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torc
     if not log_prob.requires_grad:
         return AutogradScore(None, None, "joint_log_prob returned a value with no autograd graph to θ")
     (score,) = torch.autograd.grad(log_prob.sum(), theta_var)
-    return AutogradScore(log_prob.detach().to(torch.float32), score.to(torch.float32))
+    return AutogradScore(log_prob.detach().to(log_prob_dtype), score.to(torch.float32))
 
 
 def joint_log_prob_and_score(simulator: Simulator, x: torch.Tensor, z: Latent, theta: torch.Tensor,
-                             fd_step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(x,z|θ) ``[n]`` and t(x,z|θ) ``[n, p]``; autograd where possible, else finite differences.
+                             fd_step: torch.Tensor, log_prob_dtype: torch.dtype = torch.float32
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(x,z|θ) ``[n]`` (in ``log_prob_dtype``) and t(x,z|θ) ``[n, p]`` (float32); autograd where possible,
+    else finite differences.
 
     ``fd_step`` [p] is the absolute finite-difference step, used only by the fallback.
     """
-    result = autograd_score(simulator, x, z, theta)
+    result = autograd_score(simulator, x, z, theta, log_prob_dtype)
     if result.score is not None:
         return result.log_prob, result.score
     _tell_once(simulator, result.reason)
     with torch.no_grad():
-        log_prob = _checked_log_prob(simulator, x, z, theta.detach()).to(torch.float32)
+        log_prob = _checked_log_prob(simulator, x, z, theta.detach()).to(log_prob_dtype)
     return log_prob, finite_difference_score(simulator, x, z, theta, fd_step)
 
 
 def mine(simulator: Simulator, x: torch.Tensor, z: Latent, theta0: torch.Tensor, theta1: torch.Tensor,
          fd_step: torch.Tensor) -> JointQuantities:
-    """The joint log ratio and both joint scores of the runs (x, z), whichever θ generated them."""
-    log_prob0, t_xz0 = joint_log_prob_and_score(simulator, x, z, theta0, fd_step)
-    log_prob1, t_xz1 = joint_log_prob_and_score(simulator, x, z, theta1, fd_step)
-    return JointQuantities(log_r_xz=log_prob0 - log_prob1, t_xz0=t_xz0, t_xz1=t_xz1)
+    """The joint log ratio (float64 difference, then float32: module notes) and both joint scores of the runs
+    (x, z), whichever θ generated them."""
+    log_prob0, t_xz0 = joint_log_prob_and_score(simulator, x, z, theta0, fd_step, torch.float64)
+    log_prob1, t_xz1 = joint_log_prob_and_score(simulator, x, z, theta1, fd_step, torch.float64)
+    return JointQuantities(log_r_xz=(log_prob0 - log_prob1).to(torch.float32), t_xz0=t_xz0, t_xz1=t_xz1)

@@ -10,6 +10,7 @@ import pathlib
 
 from .errors import (
     PPXCrashError,
+    PPXDistributionError,
     PPXError,
     PPXProtocolError,
     PPXReplayError,
@@ -25,7 +26,7 @@ from .server import serve
 from .simulator import PPXSimulator, from_ppx
 
 __all__ = ["from_ppx", "PPXSimulator", "serve", "Distribution", "PPXError", "PPXRunError", "PPXCrashError",
-           "PPXTimeoutError", "PPXProtocolError", "PPXUnknownDistributionError", "PPXTraceError", "PPXReplayError",
-           "PPXStartError", "PPXRunFailedWarning", "SCHEMA"]
+           "PPXDistributionError", "PPXTimeoutError", "PPXProtocolError", "PPXUnknownDistributionError",
+           "PPXTraceError", "PPXReplayError", "PPXStartError", "PPXRunFailedWarning", "SCHEMA"]
 
 SCHEMA = str(pathlib.Path(__file__).with_name("ppx.fbs"))  # the schema shipped with the package, for `flatc --cpp`

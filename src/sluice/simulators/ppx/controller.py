@@ -10,10 +10,17 @@ at least ``STARTUP_TIMEOUT``), polled in slices of ``POLL_SLICE`` seconds betwee
 a crash is reported when it happens, not at the timeout. A connection on which something failed mid-run is
 left ``broken`` (a REQ socket cannot skip a reply, and the simulator is halfway through a run): close it and
 open a new one.
+
+A run whose answer fails with ``PPXReplayError`` is finished before the error is raised, so that the process
+can serve the next run: its remaining draws come from one generator that advances (a loop that ends on a draw
+must see new ones), for at most ``FINISH_MESSAGES`` messages and ``timeout`` seconds in all; a run that has not
+ended by then (a loop that the forced values made endless) has its process stopped. The simulator's output goes
+to a file that keeps its last ``LOG_KEEP`` bytes once it has grown past ``LOG_LIMIT``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import tempfile
@@ -26,6 +33,7 @@ import torch
 from .distributions import sample as draw
 from .errors import (
     PPXCrashError,
+    PPXDistributionError,
     PPXError,
     PPXProtocolError,
     PPXReplayError,
@@ -54,6 +62,9 @@ __all__ = ["SimulatorConnection", "STARTUP_TIMEOUT", "POLL_SLICE"]
 STARTUP_TIMEOUT = 30.0  # seconds the handshake may take at least: it includes starting the process
 POLL_SLICE = 0.05  # seconds between checks that the simulator process is alive while awaiting a reply
 LOG_TAIL = 2000  # characters of the simulator's output quoted when it crashes
+LOG_LIMIT = 1 << 20  # bytes of the simulator's output file beyond which only its tail is kept (checked after each run)
+LOG_KEEP = 1 << 16  # bytes of the tail kept (at most half of LOG_LIMIT)
+FINISH_MESSAGES = 10_000  # messages answered, at most, to finish a run after a replay failure
 
 
 def _zmq():
@@ -88,6 +99,9 @@ class SimulatorConnection:
         if self.command is not None:
             # the simulator's output goes to a file, not a pipe: a pipe that nobody reads would block it once full
             self._log = tempfile.TemporaryFile()
+            # appending: the child writes at the end of the file wherever it is, so that the tail can be kept
+            flags = fcntl.fcntl(self._log.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(self._log.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
             try:
                 self.process = subprocess.Popen([*self.command, self.address], stdin=subprocess.DEVNULL,
                                                 stdout=self._log, stderr=subprocess.STDOUT)
@@ -158,6 +172,19 @@ class SimulatorConnection:
         self._log.seek(max(0, size - LOG_TAIL))
         return self._log.read().decode("utf-8", errors="replace")
 
+    def _bound_log(self) -> None:
+        """Keep only the last ``LOG_KEEP`` bytes (at most half of ``LOG_LIMIT``) of the output file once it holds
+        more than ``LOG_LIMIT`` (a simulator that prints every run must not fill the disk). Output written while
+        the tail is copied may be lost: it is a diagnostic, quoted when the process crashes."""
+        if self._log is None or os.fstat(self._log.fileno()).st_size <= LOG_LIMIT:
+            return
+        self._log.flush()
+        self._log.seek(-min(LOG_KEEP, LOG_LIMIT // 2), os.SEEK_END)
+        tail = self._log.read()
+        self._log.truncate(0)
+        self._log.write(tail)
+        self._log.flush()
+
     # --- messages -------------------------------------------------------------------------------------------
 
     def request(self, message, run: int | None = None, address: str | None = None, timeout: float | None = None):
@@ -194,23 +221,29 @@ class SimulatorConnection:
 
         ``answer(message)`` is called with each Sample (it returns the value to send back), Observe and Tag (its
         return value is ignored). An error raised by ``answer`` ends the run with that error, named by run and
-        address; a ``PPXReplayError`` lets the run finish first (the remaining draws answered from their
-        distributions), so that the connection stays usable."""
+        address (one that is not a ``PPXError``, such as torch refusing a distribution's parameters, becomes a
+        ``PPXDistributionError``); a ``PPXReplayError`` lets the run finish first (module notes), so that the
+        connection stays usable."""
         reply = self.request(Run(), run)
-        failure = None
+        failure, finish = None, None
         while not isinstance(reply, RunResult):
             if not isinstance(reply, (Sample, Observe, Tag)):
                 self.broken = True
                 raise PPXProtocolError(f"expected Sample, Observe, Tag or RunResult during a run, got "
                                        f"{_describe(reply)}", run)
             try:
-                value = answer(reply) if failure is None else _finish_quietly(reply)
+                value = answer(reply) if failure is None else self._finish(reply, finish, failure)
             except PPXReplayError as error:
-                failure = error.located(run, reply.address)
-                value = _finish_quietly(reply)
+                if failure is not None:  # raised by _finish: the run did not end within the limits
+                    raise
+                failure, finish = error.located(run, reply.address), _Finish(run, self.timeout)
+                value = self._finish(reply, finish, failure)
             except PPXError as error:
                 self.broken = True
                 raise error.located(run, reply.address) from None
+            except Exception as error:  # torch or numpy refusing what the simulator reported: this run's failure
+                self.broken = True
+                raise PPXDistributionError.of(error, reply, run) from error
             except BaseException:
                 self.broken = True
                 raise
@@ -219,13 +252,33 @@ class SimulatorConnection:
             else:
                 response = ObserveResult() if isinstance(reply, Observe) else TagResult()
             reply = self.request(response, run, reply.address)
+        self._bound_log()
         if failure is not None:
             raise failure
         return reply.result
 
+    def _finish(self, message, finish: _Finish, failure: PPXReplayError):
+        """The answer to a message of a run that has already failed (a draw from its distribution, to reach the
+        RunResult); past the limits the run is given up: its process is stopped and ``failure`` raised."""
+        if finish.messages >= FINISH_MESSAGES or time.monotonic() > finish.deadline:
+            self.broken = True
+            self.close()  # stops the process: it is inside a run that the forced values may have made endless
+            raise failure
+        finish.messages += 1
+        if not isinstance(message, Sample):
+            return None
+        try:
+            return draw(message.distribution, finish.generator)
+        except Exception:  # a distribution that cannot be drawn from: the run cannot be finished
+            self.broken = True
+            self.close()
+            raise failure from None
 
-def _finish_quietly(message):
-    """The answer to a message of a run that has already failed: any valid draw, to reach its RunResult."""
-    if isinstance(message, Sample):
-        return draw(message.distribution, torch.Generator().manual_seed(0))
-    return None
+
+class _Finish:
+    """How a failed run is being finished: one generator that advances (seeded by the run), and the limits."""
+
+    def __init__(self, run: int | None, timeout: float):
+        self.generator = torch.Generator().manual_seed(0 if run is None else int(run))
+        self.messages = 0
+        self.deadline = time.monotonic() + timeout  # for the whole rest of the run, not per reply

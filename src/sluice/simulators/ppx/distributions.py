@@ -5,7 +5,16 @@ parametrisation: Beta(concentration1, concentration0) is α, β; Gamma and Expon
 (scale, concentration); Categorical's value is the index of a category). ``sample`` draws from a
 ``torch.Generator``, which torch.distributions cannot take, with the standard constructions written out;
 ``log_prob_sums`` scores many (distribution, value) pairs with one torch call per kind. A distribution that
-sluice does not know is ``PPXUnknownDistributionError``.
+sluice does not know is ``PPXUnknownDistributionError``; one that torch refuses to score is
+``PPXDistributionError``, naming the pair.
+
+Bernoulli and Binomial are scored exactly where probs is 0 or 1 (torch clamps probs away from them, which gives
+an impossible value a finite log-probability):
+
+    log Bernoulli(k; p)   = k log p + (1 − k) log(1 − p)
+    log Binomial(k; n, p) = log C(n, k) + k log p + (n − k) log(1 − p)       (−∞ outside 0 ≤ k ≤ n)
+
+with 0 · log 0 = 0, so that Bernoulli(0) gives k = 1 the log-probability −∞ and k = 0 the log-probability 0.
 """
 
 from __future__ import annotations
@@ -16,22 +25,42 @@ import numpy as np
 import torch
 import torch.distributions as D
 
-from .errors import PPXUnknownDistributionError
+from .errors import PPXDistributionError, PPXUnknownDistributionError
 from .messages import DISTRIBUTIONS, Distribution
 
 __all__ = ["to_torch", "sample", "log_prob", "log_prob_sums", "value_shape"]
+
+class _ExactBernoulli(D.Bernoulli):
+    """torch's Bernoulli, scored exactly at probs 0 and 1 (module notes)."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        probs, value = torch.broadcast_tensors(self.probs, value)
+        return torch.xlogy(value, probs) + torch.special.xlog1py(1.0 - value, -probs)
+
+
+class _ExactBinomial(D.Binomial):
+    """torch's Binomial, scored exactly at probs 0 and 1 (module notes)."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        count, probs, value = torch.broadcast_tensors(self.total_count, self.probs, value)
+        outside = (value < 0) | (value > count)
+        inside = torch.where(outside, 0.0, value)  # keeps lgamma's arguments positive where the answer is −∞
+        log_choose = torch.lgamma(count + 1) - torch.lgamma(inside + 1) - torch.lgamma(count - inside + 1)
+        log_p = log_choose + torch.xlogy(inside, probs) + torch.special.xlog1py(count - inside, -probs)
+        return torch.where(outside, -torch.inf, log_p)
+
 
 _TORCH = {
     "Normal": lambda p: D.Normal(p["mean"], p["stddev"], validate_args=False),
     "Uniform": lambda p: D.Uniform(p["low"], p["high"], validate_args=False),
     "Categorical": lambda p: D.Categorical(probs=p["probs"], validate_args=False),
     "Poisson": lambda p: D.Poisson(p["rate"], validate_args=False),
-    "Bernoulli": lambda p: D.Bernoulli(probs=p["probs"], validate_args=False),
+    "Bernoulli": lambda p: _ExactBernoulli(probs=p["probs"], validate_args=False),
     "Beta": lambda p: D.Beta(p["concentration1"], p["concentration0"], validate_args=False),
     "Exponential": lambda p: D.Exponential(p["rate"], validate_args=False),
     "Gamma": lambda p: D.Gamma(p["concentration"], p["rate"], validate_args=False),
     "LogNormal": lambda p: D.LogNormal(p["loc"], p["scale"], validate_args=False),
-    "Binomial": lambda p: D.Binomial(p["total_count"], probs=p["probs"], validate_args=False),
+    "Binomial": lambda p: _ExactBinomial(p["total_count"], probs=p["probs"], validate_args=False),
     "Weibull": lambda p: D.Weibull(p["scale"], p["concentration"], validate_args=False),
 }
 assert set(_TORCH) == set(DISTRIBUTIONS)
@@ -151,7 +180,8 @@ def log_prob_sums(distributions: list, values: list) -> torch.Tensor:
     """Σ log p(value) over each value's elements, for each pair: ``[m]`` float64.
 
     Pairs of one kind and shapes are scored together, stacked along a new leading dimension: one torch call
-    per group instead of one per pair (a run of a simulator may have thousands of sites)."""
+    per group instead of one per pair (a run of a simulator may have thousands of sites). A group that torch
+    refuses is scored pair by pair to find the culprit: ``PPXDistributionError`` with its index as ``pair``."""
     groups = defaultdict(list)
     for index, (distribution, value) in enumerate(zip(distributions, values, strict=True)):
         distribution = _known(distribution)
@@ -173,7 +203,28 @@ def log_prob_sums(distributions: list, values: list) -> torch.Tensor:
         value = value.reshape((len(members),) + (1,) * (batch_ndim - len(value_shape)) + value_shape)
         if kind == "Categorical":
             value = value.long()
-        scores = _TORCH[kind](parameters).log_prob(value)
+        try:
+            scores = _TORCH[kind](parameters).log_prob(value)
+        except Exception:  # e.g. a category index beyond the probs: find the pair, to name it
+            for index, distribution, member_value in members:
+                _log_prob_of_pair(index, distribution, member_value)
+            raise
         indices = torch.tensor([member[0] for member in members])
         total[indices] = scores.reshape(len(members), -1).sum(dim=1)
     return total
+
+
+def _log_prob_of_pair(index: int, distribution: Distribution, value: np.ndarray) -> torch.Tensor:
+    try:
+        return log_prob(distribution, value)
+    except Exception as error:
+        failure = PPXDistributionError.of(error, _Site(distribution))
+        failure.pair = index  # the caller knows the pair's run and address
+        raise failure from error
+
+
+class _Site:
+    """What PPXDistributionError.of reads from a message: its distribution (log_prob_sums has no address)."""
+
+    def __init__(self, distribution: Distribution):
+        self.distribution, self.address = distribution, None

@@ -19,17 +19,22 @@ What a run records:
   the same value.
   Values that are not drawn (a Tag, the RunResult) must depend on θ only through the draws; the replay checks it.
 - z: every other draw, a dict of float64 tensors ``[n, *shape]`` keyed by site in the order met (the address, or
-  the name where the address is empty; a site met again gets an instance counter: "level", "level#1", …).
+  the name where the address is empty; a site met again gets an instance counter: "level", "level#1", …; a
+  site whose address or name contains "#", reserved for these counters and for the bookkeeping, is refused).
   Runs that meet different sites are padded with NaN; ``z["#sites"]`` [n] counts the sites each run met (−1:
   the run failed) and ``z["#order"]`` [n, L] lists them by their position among z's site keys (−1 past the
   end), so that a replay can check the sequence. With ``observed``, ``z["#x_start"]`` [n, k] is the column of
   x where each observed site's values start. A z without the ``#`` entries is read as runs that all met every
   site, in the dict's order (a z mapped from another simulator).
 
-A replay that meets another sequence of sites than the recorded run (control flow that depends on θ) raises
-``PPXReplayError`` naming the run, the position and both addresses. A run that fails (the process crashes,
-hangs past ``timeout``, or sends a malformed message or an unknown distribution) is retried once on a fresh
-process; after that its row is NaN (sluice.simulate drops and counts it) with a ``PPXRunFailedWarning``.
+A replay that meets another sequence of sites than the recorded run (control flow that depends on θ), a site
+whose value has another shape, or an Observe (or observed Tag, or RunResult) that reports another value than
+the recorded one raises ``PPXReplayError`` naming the run, and the position and addresses or the site. A run
+that fails (the process crashes, hangs past ``timeout``, or sends a malformed message) is retried once on a
+fresh process; after that its row is NaN (sluice.simulate drops and counts it, up to its
+max_dropped_fraction) with a ``PPXRunFailedWarning``. A distribution that torch refuses at a run's values
+(``PPXDistributionError``) makes that row NaN without a retry. A distribution type that sluice does not know
+(every run would meet it), and a batch in which no run has ever worked (x's width is unknown), raise.
 """
 
 from __future__ import annotations
@@ -52,7 +57,14 @@ from ..base import Simulator, as_theta_batch
 from .controller import SimulatorConnection
 from .distributions import log_prob_sums, value_shape
 from .distributions import sample as draw
-from .errors import PPXError, PPXReplayError, PPXRunError, PPXRunFailedWarning, PPXTraceError
+from .errors import (
+    PPXDistributionError,
+    PPXError,
+    PPXReplayError,
+    PPXRunError,
+    PPXRunFailedWarning,
+    PPXTraceError,
+)
 from .messages import Observe, Sample, Tag
 
 __all__ = ["from_ppx", "PPXSimulator", "SITES", "ORDER", "X_START"]
@@ -81,6 +93,9 @@ class _Keys:
 
     def __call__(self, message) -> str:
         site = _site(message)
+        if "#" in site:
+            raise PPXTraceError(f"the site {site!r} contains '#', which from_ppx reserves for the visit counter of "
+                                "a site met again (\"level#1\") and for z's bookkeeping (\"#sites\"): rename it")
         count = self.visits[site]
         self.visits[site] += 1
         return site if count == 0 else f"{site}#{count}"
@@ -144,6 +159,7 @@ class PPXSimulator(Simulator):
             raise ValueError(f"from_ppx: processes must be 1 for a simulator at an address (it is one process), and "
                              f"at least 1 otherwise; got {processes}")
         self.prior, self.processes, self.timeout, self.fd_step = prior, int(processes), float(timeout), fd_step
+        self._x_width = None  # x's width, once a run has given it: a batch whose runs all fail still has a shape
         self._start_runtime()
 
     # --- the processes --------------------------------------------------------------------------------------
@@ -205,8 +221,9 @@ class PPXSimulator(Simulator):
 
     def _each_row(self, rows: Sequence[int], work: Callable) -> dict:
         """``work(connection, row)`` for every row, spread over the processes (one thread each: the threads wait
-        on ZeroMQ, which releases the GIL). A ``PPXRunError`` is retried once on a fresh process; if it fails
-        again the error takes the result's place. Returns {row: result or error}."""
+        on ZeroMQ, which releases the GIL). A ``PPXRunError`` is retried once on a fresh process (unless it
+        ``repeats``); if it fails again the error takes the result's place; one that every run would meet
+        (``every_run``) is raised at once. Returns {row: result or error}."""
         results = {}
 
         def attempt(slot: int, row: int):
@@ -215,7 +232,9 @@ class PPXSimulator(Simulator):
                     return work(self._connection(slot), row)
                 except PPXRunError as error:
                     self._discard(slot)
-                    if retry:
+                    if error.every_run:  # every other row would fail so too: stop the batch
+                        raise
+                    if retry or error.repeats:
                         return error
             raise AssertionError("unreachable")
 
@@ -251,9 +270,9 @@ class PPXSimulator(Simulator):
     def _warn_failures(self, failed: dict, n: int, what: str) -> None:
         if failed:
             first = min(failed)
-            warnings.warn(f"{self.name}: {len(failed)} of {n} runs failed twice while {what} and give NaN rows; "
-                          f"the first: {type(failed[first]).__name__}: {failed[first]}", PPXRunFailedWarning,
-                          stacklevel=3)
+            warnings.warn(f"{self.name}: {len(failed)} of {n} runs failed while {what} (after a retry on a fresh "
+                          f"process, where one may help) and give NaN rows; the first: "
+                          f"{type(failed[first]).__name__}: {failed[first]}", PPXRunFailedWarning, stacklevel=3)
 
     # --- sample: record -------------------------------------------------------------------------------------
 
@@ -326,9 +345,6 @@ class PPXSimulator(Simulator):
         runs = self._each_row(range(n), lambda connection, row: self._record(connection, row, theta_rows[row],
                                                                               seeds[row]))
         failed = {row: run for row, run in runs.items() if isinstance(run, PPXError)}
-        if len(failed) == n:
-            raise failed[0]
-        self._warn_failures(failed, n, "sampling")
         x_rows = {row: self._x_row(run, row) for row, run in runs.items() if row not in failed}
         widths = {row: len(x_row) for row, (x_row, _) in x_rows.items()}
         if len(set(widths.values())) > 1:
@@ -336,7 +352,12 @@ class PPXSimulator(Simulator):
             other = next(row for row in sorted(widths) if widths[row] != widths[first])
             raise PPXTraceError(f"runs give x of differing sizes (run {first}: {widths[first]} values, run {other}: "
                                 f"{widths[other]}); declare observed sites of a fixed size")
-        d = next(iter(widths.values()))
+        if widths:
+            self._x_width = next(iter(widths.values()))
+        elif self._x_width is None:  # every run failed, and none ever worked: no width to shape the NaN rows by
+            raise failed[min(failed)]
+        self._warn_failures(failed, n, "sampling")
+        d = self._x_width
         x = torch.full((n, d), float("nan"), dtype=torch.float64)
         for row, (x_row, _) in x_rows.items():
             x[row] = torch.from_numpy(x_row)
@@ -375,12 +396,14 @@ class PPXSimulator(Simulator):
 
     def _replay(self, connection: SimulatorConnection, row: int, theta: np.ndarray, expected: list,
                 values: dict, x: np.ndarray, starts: list) -> list:
-        """Run ``row`` again at θ with every recorded value forced; the (distribution, value) of each scored site."""
+        """Run ``row`` again at θ with every recorded value forced; the (key, distribution, value) of each scored
+        site."""
         parameters = {name: index for index, name in enumerate(self.parameter_addresses)}
         observed = {name: index for index, name in enumerate(self.observed or ())}
         ends = starts[1:] + [len(x)]
         cursor = list(starts)
         keys, scored, position = _Keys(), [], 0
+        where = f"θ = {theta.tolist()}"
 
         def take(entry: int, size: int, message) -> np.ndarray:
             if cursor[entry] + size > ends[entry]:
@@ -405,10 +428,13 @@ class PPXSimulator(Simulator):
                 return np.asarray(theta[parameter])
             key = keys(message)
             entry = _lookup(observed, message)
+            given = isinstance(message, Observe) and message.value is not None
+            shape = message.value.shape if given else value_shape(message.distribution)
             if entry is not None:
-                given = isinstance(message, Observe) and message.value is not None
-                shape = message.value.shape if given else value_shape(message.distribution)
                 value = take(entry, int(np.prod(shape, dtype=np.int64)), message).reshape(shape)
+                if given and not np.array_equal(_as_float32(message.value), value):
+                    raise PPXReplayError(f"the observed Observe {key!r} has another value on replay at {where} "
+                                         "than in the recorded run: x may depend on θ only through the random draws")
             else:
                 if position >= len(expected):
                     raise PPXReplayError(f"at position {position} the recorded run had ended, but the replay met "
@@ -418,7 +444,14 @@ class PPXSimulator(Simulator):
                                          f"replay {key!r}: the control flow depends on θ, which replay cannot score")
                 position += 1
                 value = values[key]
-            scored.append((message.distribution, value))
+                if value.shape != shape:
+                    raise PPXReplayError(f"the site {key!r} has shape {list(shape)} on replay at {where}, "
+                                         f"{list(value.shape)} in the recorded run: its shape may not depend on θ")
+                if given and not np.array_equal(message.value, value):
+                    raise PPXReplayError(f"the Observe {key!r} has another value on replay at {where} "
+                                         f"({message.value.tolist()}) than in the recorded run ({value.tolist()}): "
+                                         "an Observe's own value may depend on θ only through the random draws")
+            scored.append((key, message.distribution, value))
             return value if isinstance(message, Sample) else None
 
         result = connection.run(answer, run=row)
@@ -479,19 +512,30 @@ class PPXSimulator(Simulator):
 
         scored = self._each_row(rows, replay)
         failed = {row: result for row, result in scored.items() if isinstance(result, PPXError)}
-        self._warn_failures(failed, n, "replaying")
         owners, distributions, site_values = [], [], []
         for row, result in scored.items():
             if row not in failed:
-                for distribution, value in result:
-                    owners.append(row)
+                for key, distribution, value in result:
+                    owners.append((row, key))
                     distributions.append(distribution)
                     site_values.append(value)
+        sums = None
+        while sums is None:
+            try:
+                sums = log_prob_sums(distributions, site_values)
+            except PPXDistributionError as error:  # a value torch cannot score at θ: that run's row is NaN
+                row = owners[error.pair][0]
+                failed[row] = error.located(row, owners[error.pair][1])
+                keep = [index for index, (owner, _) in enumerate(owners) if owner != row]
+                owners, distributions, site_values = ([items[index] for index in keep] for items in
+                                                      (owners, distributions, site_values))
+        self._warn_failures(failed, n, "replaying")
         log_prob = torch.full((n,), float("nan"), dtype=torch.float64)
         replayed = [row for row in rows if row not in failed]
         log_prob[replayed] = 0.0
         if owners:
-            log_prob.index_add_(0, torch.tensor(owners, dtype=torch.int64), log_prob_sums(distributions, site_values))
+            rows_of_sites = torch.tensor([owner for owner, _ in owners], dtype=torch.int64)
+            log_prob.index_add_(0, rows_of_sites, sums)
         return log_prob
 
     # --- description ----------------------------------------------------------------------------------------
