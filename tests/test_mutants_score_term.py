@@ -111,3 +111,20 @@ def test_an_ignored_argument_is_reported_at_the_callers_line(family, arguments):
     with pytest.warns(UserWarning) as caught:
         family(**arguments)  # called here, not through a helper: one frame further up is pytest, not this file
     assert caught[0].filename == __file__, "the warning must point at the line that built the estimator"
+
+
+def test_a_score_component_that_never_varies_does_not_bury_the_others():
+    """A normalisation nuisance's joint score is 0 in every event: its weight 1/Var would be 1/rounding² and drown
+    every other term. Its spread is floored at MIN_RELATIVE_SPREAD of the largest, in standardised-θ units."""
+    from sluice.estimators.score_term import MIN_RELATIVE_SPREAD
+
+    rows = table([[1.0, 0.0], [-1.0, 1e-16], [3.0, 0.0], [-3.0, -1e-16]])
+    theta_std = torch.tensor([1.0, 4.0])
+    term = ScoreTerm(alpha=1.0, scale_free=True, clip=None).fit(rows, theta_std=theta_std)
+    spread = rows.t_xz[:, 0].std()
+    assert torch.allclose(term.weight[0], 1.0 / spread**2)  # the varying column is untouched
+    floored = MIN_RELATIVE_SPREAD * spread * theta_std[0] / theta_std[1]
+    assert torch.allclose(term.weight[1], 1.0 / floored**2, rtol=1e-5)
+    # the floor follows the units: θ_2 in units c times larger (t_2 / c, σ_θ2 · c) scales its weight by c²
+    rescaled = ScoreTerm(alpha=1.0, scale_free=True, clip=None).fit(rows, theta_std=torch.tensor([1.0, 8.0]))
+    assert torch.allclose(rescaled.weight[1], 4.0 * term.weight[1], rtol=1e-5)

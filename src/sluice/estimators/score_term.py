@@ -25,6 +25,7 @@ from . import losses
 __all__ = ["ScoreTerm", "ScoreTermOptions", "warn_unused"]
 
 SCORE_FIELDS = ("t_xz0", "t_xz1")  # the data fields the term reads
+MIN_RELATIVE_SPREAD = 1e-3  # a score component's spread is taken as at least this fraction of the largest's
 
 
 def warn_unused(estimator, reason: str, *names: str, stacklevel: int = 3) -> None:
@@ -60,7 +61,14 @@ class ScoreTerm:
     def fit(self, data, theta_std: torch.Tensor) -> ScoreTerm:
         """Weights and clipping bounds from the training rows (``theta_std`` [p]: the θ standardisation)."""
         target = self.targets(data)
-        spread = (target.std(dim=0) if target.shape[0] > 1 else torch.ones(target.shape[1])).clamp_min(1e-12)
+        spread = target.std(dim=0) if target.shape[0] > 1 else torch.ones(target.shape[1])
+        # a component that hardly varies (a normalisation nuisance's joint score is 0 in every event) would get the
+        # weight 1/Var ≈ 1/rounding², which buries every other term: its spread is floored at MIN_RELATIVE_SPREAD of
+        # the largest, compared in standardised-θ units (t_j σ_θj) so that the floor does not depend on units
+        theta_std = theta_std.detach().to(spread.dtype)
+        standardised = spread * theta_std
+        floor = MIN_RELATIVE_SPREAD * float(standardised.max()) if float(standardised.max()) > 0 else 1.0
+        spread = torch.maximum(standardised, torch.full_like(standardised, floor)) / theta_std
         self.bound = None if self.clip is None else self.clip * spread
         self.weight = 1.0 / spread**2 if self.scale_free else theta_std.detach() ** 2
         return self
