@@ -22,7 +22,8 @@ import sluice.estimators
 SOURCE = pathlib.Path(__file__).resolve().parents[1] / "src" / "sluice"
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 # the top-level package a module may miss → the extra of sluice-sbi that installs it
-OPTIONAL_EXTRAS = {"pyro": "pyro", "dask": "dask", "distributed": "dask", "arviz": "arviz", "sbi": "bench", "zmq": "ppx", "flatbuffers": "ppx"}
+OPTIONAL_EXTRAS = {"pyro": "pyro", "dask": "dask", "distributed": "dask", "arviz": "arviz", "sbi": "bench",
+                   "zmq": "ppx", "flatbuffers": "ppx"}
 PUBLIC_ESTIMATORS = ("CARL", "ROLR", "RASCAL", "CASCAL", "ALICE", "ALICES", "SALLY", "SALLINO", "NDE", "SCANDAL",
                      "NPE", "AugmentedNPE", "Ensemble", "Auto")
 
