@@ -10,8 +10,9 @@ Three stages (``run_metropolis``):
 2. Warm-up, with more chains than go on if asked (``warm_up_chains``): an adaptive Gaussian random walk; from
    half of MIN_WARM_UP on, also a Student-t mixture fitted by EM to the chains' recent draws (its number of
    components by BIC), proposed as an independence kernel. The mixture has a component on each mode some chain
-   has found (up to MAX_COMPONENTS). The warm-up ends early, after MIN_WARM_UP steps, once that proposal accepts
-   half of its proposals: then a near-Gaussian posterior costs no more warm-up than before.
+   has found (up to MAX_COMPONENTS). The warm-up ends early, once a mixture fitted after MIN_WARM_UP steps accepts
+   half of its proposals: then a near-Gaussian posterior costs hardly more warm-up than before. The proposal kept
+   is the mixture fitted after MIN_WARM_UP that accepted the most.
 3. Sampling: both proposals frozen, two Metropolis–Hastings kernels alternate, each leaving the target invariant:
    the random walk (covariance: the mixture's pooled within-component covariance, so that it steps at the scale of
    one mode) and the mixture independence proposal, accepted with min(1, p(θ')q(θ) / (p(θ)q(θ'))), which lets a
@@ -185,21 +186,22 @@ def _warm_up(log_density, state: np.ndarray, log_p: np.ndarray, spread: np.ndarr
     last two blocks (``spread`` before any) until a mixture is fitted, then the mixture's pooled within-component
     covariance. With ``max_components`` > 1, a Student-t mixture is fitted to the draws of the warm-up's second
     half so far after the blocks in ``_fit_blocks``, and from then on random-walk and independence steps
-    alternate; each mixture's acceptance is measured on the blocks it serves. Once MIN_WARM_UP steps are done
-    (``steps`` if fewer), a block whose independence steps accepted ≥ GOOD_ACCEPTANCE ends the warm-up: that
-    proposal is good, and more adaptation would buy little.
+    alternate; each mixture's acceptance is measured on the blocks it serves. A block whose independence steps
+    accepted ≥ GOOD_ACCEPTANCE, with a mixture fitted after MIN_WARM_UP steps (``steps`` if fewer), ends the
+    warm-up: that proposal is good, and more adaptation would buy little.
 
     Returns (state, log p, Cholesky factor of the frozen random-walk covariance [p, p], the frozen independence
-    proposal): the mixture that accepted the most (EM and BIC pick a poor fit now and then: a measured acceptance
-    is what counts), or with ``max_components`` = 1 a Student-t with the mean and covariance of the warm-up's
-    second half."""
+    proposal): of the mixtures fitted after MIN_WARM_UP steps, the one that accepted the most (EM and BIC pick a
+    poor fit now and then: a measured acceptance is what counts), or with ``max_components`` = 1 a Student-t with
+    the mean and covariance of the warm-up's second half."""
     p = state.shape[1]
     target = 0.44 if p == 1 else 0.234  # optimal random-walk acceptance (Roberts, Gelman & Gilks 1997)
     log_scale = math.log(2.38 / math.sqrt(p))  # optimal scale for a Gaussian target with that covariance
     blocks = max(1, math.ceil(steps / WARM_UP_BLOCK))
     shortest = min(blocks, math.ceil(MIN_WARM_UP / WARM_UP_BLOCK))
     fits = _fit_blocks(shortest, blocks) if max_components > 1 else set()
-    covariance, visited, mixture, tried = spread, [state], None, []  # tried: [mixture, its independence rates]
+    # tried: [mixture, the acceptance rates of its independence steps, the block after which it was fitted]
+    covariance, visited, mixture, tried = spread, [state], None, []
     for block in range(1, blocks + 1):
         walk = math.exp(log_scale) * _cholesky(covariance)
         walk_rates = []
@@ -212,16 +214,18 @@ def _warm_up(log_density, state: np.ndarray, log_p: np.ndarray, spread: np.ndarr
                 walk_rates.append(rate)
             visited.append(state)
         log_scale += 2.0 * (sum(walk_rates) / len(walk_rates) - target)
-        if block >= shortest and mixture is not None and np.mean(tried[-1][1][-(WARM_UP_BLOCK // 2):]) \
-                >= GOOD_ACCEPTANCE:
+        # only a mixture fitted after MIN_WARM_UP may end the warm-up: earlier ones saw chains still on their way,
+        # their share of each mode not yet the posterior's, and accept more there than they will later
+        if tried and tried[-1][2] >= shortest and np.mean(tried[-1][1][-(WARM_UP_BLOCK // 2):]) >= GOOD_ACCEPTANCE:
             break
         if block in fits:
             mixture = fit_student_t_mixture(_spaced(visited[len(visited) // 2:]), max_components, generator)
-            tried.append([mixture, []])
+            tried.append([mixture, [], block])
         covariance = mixture.pooled_covariance() if mixture is not None else \
             _covariance(np.concatenate(visited[-2 * WARM_UP_BLOCK:]))
-    if tried:  # the mixture that accepted the most; one never tried (fitted after the last block) if none was
-        mixture = max(tried, key=lambda entry: np.mean(entry[1]) if entry[1] else -1.0)[0]
+    if tried:  # of those fitted after MIN_WARM_UP (else of all), the mixture that accepted the most
+        late = [entry for entry in tried if entry[2] >= shortest and entry[1]] or tried
+        mixture = max(late, key=lambda entry: np.mean(entry[1]) if entry[1] else -1.0)[0]
         covariance = mixture.pooled_covariance()
     else:
         second_half = np.concatenate(visited[len(visited) // 2:])

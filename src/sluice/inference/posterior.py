@@ -110,8 +110,8 @@ def mcmc_posterior(estimator, x_observed, prior, n_samples: int = 10_000, n_chai
       random walk, its scale tuned towards the acceptance rate optimal for a random walk (0.234; 0.44 for one
       parameter); from step 100 on, also an independence proposal, a mixture of Student-t (5 degrees of
       freedom) fitted by EM to the chains' draws, with at most ``max_components`` components (chosen by BIC; 1: a
-      single Student-t and a warm-up of ``warm_up`` random-walk steps, as before). After 200 steps, the warm-up
-      ends once the mixture accepts half of its proposals;
+      single Student-t and a warm-up of ``warm_up`` random-walk steps, as before). The warm-up ends early once a
+      mixture fitted after step 200 accepts half of its proposals;
     - sampling: ``n_chains`` of those chains, picked at random (default ⌈n_samples/100⌉ within [4, 100]: about
       100 draws per chain, which R-hat needs; but at least 2p + 2 for p parameters); both proposals frozen, two
       kernels alternate, each leaving p(θ|x) invariant: the random walk (with the mixture's pooled
