@@ -26,10 +26,9 @@ the six basis points of ``ParticleToy.morphing()`` and at the ±1σ variations):
   (``WeightedEvents.log_prob``: exact dσ(z|θ)/σ(θ) times the interpolated detector reweighting), evaluated on
   that sample, the information bound of every analysis of x;
 - ALICES and SCANDAL on ``WeightedEvents.augmented_data`` over (θ, α): θ ~ the prior box [−1, 1]², α from the
-  constraints, as many rows as events; their log r̂(x | θ, α) on the same Asimov sample. Library defaults except
-  ``scale_free=False`` (score term weighted by the parameters' prior variances): the joint score's normalisation
-  component is exactly 0 (a normalisation does not change the shape), so the default weights 1/Var(t_j) put
-  ~10³² on rounding noise and the fit does not learn (best epoch 0, log r̂ flat: docs/limits.md);
+  constraints, as many rows as events; their log r̂(x | θ, α) on the same Asimov sample. Library defaults (the
+  joint score's normalisation component is exactly 0, since a normalisation does not change the shape; the score
+  term's per-component weights floor that component's spread, so it does not swamp the others);
 - SALLY + histogram (MadMiner's "SALLY + histogram"): SALLY's t̂(x) at (θ, α) = 0, trained on rows at that
   point; a 2-D histogram of its two θ components (equal-population 10 × 10 bins);
 - histograms of x: 1-D of the measured energy (20 bins) and 2-D of (energy, cos) (10 × 10), equal-population
@@ -365,7 +364,7 @@ def main():
 
     for train in sorted(set(args.train) | set(args.scandal_train)):
         run_budget(train, toy, luminosity, rate, learned_asimov, args, rows, fits)
-    write(rows, fits, args)
+        write(rows, fits, args)  # after each budget: a long run keeps what it has measured
     figure(rows, args)
 
 
@@ -383,10 +382,10 @@ def run_budget(train: int, toy: ParticleToy, luminosity: float, rate: ExtendedTe
             evaluate(label, train, model, binned_asimov(model, x), model.rate(), args, rows, build)
     fitted = []
     if train in args.train:
-        fitted += [("ALICES", functools.partial(sluice.estimators.ALICES, scale_free=False), prior),
+        fitted += [("ALICES", sluice.estimators.ALICES, prior),
                    ("SALLY", sluice.estimators.SALLY, Point(torch.zeros(4)))]
     if train in args.scandal_train:
-        fitted.append(("SCANDAL", functools.partial(sluice.estimators.SCANDAL, scale_free=False), prior))
+        fitted.append(("SCANDAL", sluice.estimators.SCANDAL, prior))
     for name, make, sampling in fitted:
         started = time.perf_counter()
         estimator = make().fit(events.augmented_data(sampling, train), seed=0, progress=False)

@@ -135,6 +135,31 @@ def test_score_equals_finite_differences_of_the_log_density(toy, sample, build):
             torch.testing.assert_close(score[:, j], difference, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("build", [per_event, per_basis])
+def test_hessian_of_the_cross_section_equals_differences_of_its_gradient(toy, sample, build):
+    """σ(θ, α)'s second derivatives through autograd (the profile's curvature, Fisher information from a
+    Hessian) equal central differences of its exact gradient, inside and beyond code4's |α| < 1, including the
+    α–α block that a cache linearised in α would leave at zero."""
+    events = build(toy, sample)
+    extra = [0.03] * (events.n_parameters - 4)
+    step = 1e-4
+    for point in ([0.3, -0.2, 0.4, -0.7], [-0.6, 0.5, 1.6, -2.2]):
+        theta = torch.tensor(point + extra, dtype=torch.float64)
+        hessian = torch.autograd.functional.hessian(lambda t: events.cross_section(t).sum(), theta)
+
+        def gradient(at):
+            leaf = at.clone().requires_grad_(True)
+            (value,) = torch.autograd.grad(events.cross_section(leaf).sum(), leaf)
+            return value
+
+        for j in range(events.n_parameters):
+            shift = torch.zeros_like(theta)
+            shift[j] = step
+            difference = (gradient(theta + shift) - gradient(theta - shift)) / (2 * step)
+            torch.testing.assert_close(hessian[j], difference, rtol=1e-5, atol=1e-7)
+        assert float(hessian[3, 3].abs()) > 1e-3  # the energy scale's curvature is there to be checked
+
+
 def test_energy_scale_variation_is_a_shift_of_the_measured_energy(toy, sample, events):
     """Reweighting to α_E = ±1 gives the distribution of x_E measured with the energy scale shifted by ±ε: the
     weighted mean of x_E equals the mean of exact draws whose x_E is shifted by ±ε E (both within their errors)."""

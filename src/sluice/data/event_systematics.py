@@ -131,14 +131,16 @@ class _Normalisation:
         self.cache: dict = {}
 
     def shift_rows(self, alpha: torch.Tensor) -> torch.Tensor:
-        """D(α_row) [G, B] for α rows [G, K_varied]; when α needs gradients, value plus J·(α − α_u) (zero), so
-        the first derivatives in α are exact (second ones are not)."""
-        unique, inverse = torch.unique(alpha.detach(), dim=0, return_inverse=True)
-        rows = self.shift(unique, slopes=False)[inverse]
+        """D(α_row) [G, B] for α rows [G, K_varied]. Differentiable in α to every order (``_Shift``): the values
+        and first derivatives come from the cache, higher ones from a pass over the events with its graph."""
         if alpha.requires_grad:
-            slope = self.shift(unique, slopes=True)
-            rows = rows + (slope[inverse] * (alpha - unique[inverse])[:, None, :]).sum(dim=-1)
-        return rows
+            return _Shift.apply(alpha, self)
+        return self.cached_rows(alpha, slopes=False)
+
+    def cached_rows(self, alpha: torch.Tensor, slopes: bool) -> torch.Tensor:
+        """D [G, B] (or dD/dα [G, B, K] with ``slopes``) at α rows [G, K] from the cache of distinct rows."""
+        unique, inverse = torch.unique(alpha.detach(), dim=0, return_inverse=True)
+        return self.shift(unique, slopes)[inverse]
 
     def shift(self, unique: torch.Tensor, slopes: bool) -> torch.Tensor:
         """D [U, B] (or dD/dα [U, B, K] with ``slopes``) at distinct α rows [U, K], cached, computed in chunks."""
@@ -173,6 +175,27 @@ class _Normalisation:
         if per_event.shape[-1] == 1:
             return (per_event[..., 0] @ self.basis_weights) / self.totals
         return (per_event * self.basis_weights).sum(dim=1) / self.totals
+
+
+class _Shift(torch.autograd.Function):
+    """D(α) [G, B] from ``_Normalisation``'s cache, with a backward pass that is itself differentiable: a first
+    derivative (no graph wanted) reads the cached slopes; when the graph of the gradient is wanted (Hessians,
+    ``create_graph=True``) the slopes are computed with their graph, so every derivative in α is exact."""
+
+    @staticmethod
+    def forward(ctx, alpha: torch.Tensor, normalisation: _Normalisation) -> torch.Tensor:
+        ctx.normalisation = normalisation
+        ctx.save_for_backward(alpha)
+        return normalisation.cached_rows(alpha, slopes=False)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (alpha,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a double backward is on its way: dD/dα with its graph to α
+            slope = ctx.normalisation._compute(alpha, slopes=True)
+        else:
+            slope = ctx.normalisation.cached_rows(alpha, slopes=True)
+        return (grad[..., None] * slope).sum(dim=1), None
 
 
 def _events_flagged(flags: torch.Tensor) -> int:
