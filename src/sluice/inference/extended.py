@@ -5,7 +5,10 @@ For n events x_1 … x_n of a process with cross section σ(θ) recorded with in
     log L(θ) = log Poisson(n | ν(θ)) + Σ_i log p(x_i | θ) + Σ_k log c_k(α_k),      ν(θ) = L σ(θ),
 
 θ holding the physics parameters and any nuisance parameters α_k, each with its constraint term c_k (a
-``sluice.simulators.systematics.Nuisance``: Gaussian on α, log-normal on a normalisation). The shape term comes
+``sluice.simulators.systematics.Nuisance``: Gaussian on α, log-normal on a normalisation) evaluated at the
+auxiliary measurement a_k of the data set (its global observable, 0 at nominal): c_k(α_k; a_k). The auxiliary
+measurements are data: a toy experiment draws its own (``neyman_thresholds``), and the Asimov data set at θ
+has a_k = α_k (``asimov_scan``). The shape term comes
 from any estimator as the scans use it, Σ_i log r̂(x_i | θ, θ_ref) = Σ_i log p̂(x_i | θ) − const; an
 ``ExtendedTerm`` is the rest, the rate and constraint terms, which ``scan``, ``asimov_scan``, ``profile_scan``,
 ``maximum_likelihood`` and ``neyman_thresholds`` add when given ``rate=ExtendedTerm(...)``. Weighted events
@@ -37,6 +40,8 @@ class ExtendedTerm:
     L > 0 (ν = L σ, the expected number of events). ``n_observed``: the observed count; None takes Σ_i w_i of the
     events scanned. ``constraints``: ``Nuisance`` objects (or {name: Nuisance}) for the parameters named so;
     ``parameter_names`` locates them (None: the estimator's ``parameter_names_``, given by the scans).
+    ``auxiliary``: the observed auxiliary measurements, {name: a} or one value per constraint in their order
+    (None: all nominal, a = 0).
 
     >>> import sluice
     >>> toy = sluice.simulators.ParticleToy()
@@ -46,7 +51,7 @@ class ExtendedTerm:
     """
 
     def __init__(self, cross_section, luminosity: float, n_observed: float | None = None, constraints=(),
-                 parameter_names=None):
+                 parameter_names=None, auxiliary=None):
         if not callable(cross_section):
             raise TypeError(f"ExtendedTerm: cross_section must be a callable θ [G, p] → σ(θ) [G], got "
                             f"{type(cross_section).__name__}")
@@ -72,8 +77,39 @@ class ExtendedTerm:
         self.n_observed = None if n_observed is None else float(n_observed)
         self.constraints = constraints
         self.parameter_names = None if parameter_names is None else tuple(parameter_names)
+        self.auxiliary = self._auxiliary_vector(auxiliary)
         if self.parameter_names is not None:
             self.columns(self.parameter_names)
+
+    def _auxiliary_vector(self, auxiliary) -> torch.Tensor:
+        """The auxiliary measurements [A] in the constraints' order from None, {name: a} or a sequence."""
+        names = [nuisance.name for nuisance in self.constraints]
+        if auxiliary is None:
+            return torch.zeros(len(names), dtype=torch.float64)
+        if isinstance(auxiliary, Mapping):
+            unknown = [name for name in auxiliary if name not in names]
+            if unknown:
+                raise ValueError(f"ExtendedTerm: auxiliary measurements for {unknown}, which have no constraint "
+                                 f"(constrained: {names})")
+            auxiliary = [float(auxiliary.get(name, 0.0)) for name in names]
+        vector = torch.as_tensor(auxiliary, dtype=torch.float64).reshape(-1)
+        if vector.numel() != len(names):
+            raise ValueError(f"ExtendedTerm: {vector.numel()} auxiliary measurements for {len(names)} constraints "
+                             f"{names}")
+        for nuisance, value in zip(self.constraints, vector, strict=True):
+            nuisance._checked_auxiliary(value, torch.float64)
+        return vector
+
+    def replace(self, n_observed=..., auxiliary=...) -> ExtendedTerm:
+        """A copy with another observed count and/or auxiliary measurements (``...`` keeps this term's)."""
+        return ExtendedTerm(self.cross_section, self.luminosity,
+                            self.n_observed if n_observed is ... else n_observed, self.constraints,
+                            self.parameter_names, self.auxiliary if auxiliary is ... else auxiliary)
+
+    def auxiliary_at(self, theta, parameter_names=None) -> torch.Tensor:
+        """The Asimov auxiliary measurements at ``theta`` [p]: a_k = α_k, the constrained columns of θ [A]."""
+        theta = torch.as_tensor(theta, dtype=torch.float64).reshape(-1)
+        return theta[self.columns(parameter_names)] if self.constraints else torch.zeros(0, dtype=torch.float64)
 
     def columns(self, parameter_names) -> list[int]:
         """The column of each constrained parameter in θ, by name."""
@@ -99,9 +135,10 @@ class ExtendedTerm:
             raise ValueError(f"ExtendedTerm: cross_section gave {sigma.shape[0]} values for {thetas.shape[0]} θ")
         return self.luminosity * sigma
 
-    def log_likelihood(self, thetas, n_observed=None, parameter_names=None) -> torch.Tensor:
-        """n ln ν(θ) − ν(θ) − ln n! + Σ_k log c_k(α_k) for each row of ``thetas`` [G, p]: [G], float64, with its
-        graph to θ. ``n_observed``: one count or one per row (None: the term's own); −inf where ν ≤ 0 < n."""
+    def log_likelihood(self, thetas, n_observed=None, parameter_names=None, auxiliary=None) -> torch.Tensor:
+        """n ln ν(θ) − ν(θ) − ln n! + Σ_k log c_k(α_k; a_k) for each row of ``thetas`` [G, p]: [G], float64, with
+        its graph to θ. ``n_observed``: one count or one per row (None: the term's own); ``auxiliary``: [A] or
+        one row per θ [G, A] (None: the term's own); −inf where ν ≤ 0 < n."""
         thetas = torch.as_tensor(thetas, dtype=torch.float64)
         thetas = thetas[None] if thetas.ndim == 1 else thetas
         columns = self.columns(parameter_names)
@@ -117,20 +154,26 @@ class ExtendedTerm:
         poisson = torch.xlogy(n, safe) - safe - torch.lgamma(n + 1.0)
         # ν ≤ 0 (an unphysical θ, e.g. a morphed σ below zero): impossible unless nothing was seen, where P = 1
         poisson = torch.where(positive, poisson, torch.where(n > 0, -math.inf, 0.0) + 0.0 * expected)
-        for nuisance, column in zip(self.constraints, columns, strict=True):
-            poisson = poisson + nuisance.log_constraint(thetas[:, column])
+        auxiliary = self.auxiliary if auxiliary is None else torch.as_tensor(auxiliary, dtype=torch.float64)
+        auxiliary = auxiliary.reshape(-1, len(self.constraints)) if self.constraints else auxiliary
+        if self.constraints and auxiliary.shape[0] not in (1, thetas.shape[0]):
+            raise ValueError(f"ExtendedTerm: auxiliary measurements for {auxiliary.shape[0]} data sets, θ has "
+                             f"{thetas.shape[0]} rows")
+        for k, (nuisance, column) in enumerate(zip(self.constraints, columns, strict=True)):
+            poisson = poisson + nuisance.log_constraint(thetas[:, column], auxiliary[:, k])
         return poisson
 
     def values_and_gradient(self, thetas, n_observed=None, parameter_names=None, free=None,
-                            bounds=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-likelihood [T], its gradient [T, k] in the ``free`` columns (None: all)) with one row of θ and one
-        count per experiment: autograd where ``cross_section`` keeps its graph, else central differences inside
-        ``bounds`` (one (low, high) per parameter)."""
+                            bounds=None, auxiliary=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-likelihood [T], its gradient [T, k] in the ``free`` columns (None: all)) with one row of θ, one
+        count and one row of auxiliary measurements (None: the term's own) per experiment: autograd where
+        ``cross_section`` keeps its graph, else central differences inside ``bounds`` (one (low, high) per
+        parameter)."""
         thetas = torch.as_tensor(thetas, dtype=torch.float64).detach()
         free = list(range(thetas.shape[1])) if free is None else list(free)
         leaf = thetas.clone().requires_grad_(True)
         with torch.enable_grad():
-            values = self.log_likelihood(leaf, n_observed, parameter_names)
+            values = self.log_likelihood(leaf, n_observed, parameter_names, auxiliary)
             if values.requires_grad and self._differentiable(leaf):
                 (gradient,) = torch.autograd.grad(values.sum(), leaf)
                 return values.detach(), torch.nan_to_num(gradient[:, free])
@@ -143,8 +186,8 @@ class ExtendedTerm:
             up[:, j] = thetas[:, j] + step if high is None else (thetas[:, j] + step).clamp_max(float(high))
             down[:, j] = thetas[:, j] - step if low is None else (thetas[:, j] - step).clamp_min(float(low))
             with torch.no_grad():
-                difference = self.log_likelihood(up, n_observed, parameter_names) - \
-                    self.log_likelihood(down, n_observed, parameter_names)
+                difference = self.log_likelihood(up, n_observed, parameter_names, auxiliary) - \
+                    self.log_likelihood(down, n_observed, parameter_names, auxiliary)
             gradient[:, position] = difference / (up[:, j] - down[:, j])
         return values.detach(), torch.nan_to_num(gradient)
 
@@ -153,14 +196,16 @@ class ExtendedTerm:
         with torch.enable_grad():
             return bool(torch.as_tensor(self.cross_section(leaf[:1])).requires_grad)
 
-    def score(self, theta, n_observed=None, parameter_names=None) -> torch.Tensor:
+    def score(self, theta, n_observed=None, parameter_names=None, auxiliary=None) -> torch.Tensor:
         """∂/∂θ of the term at one ``theta`` [p]: (n/ν − 1) ∂ν/∂θ + ∂ log c/∂α, [p] float64."""
         theta = torch.as_tensor(theta, dtype=torch.float64).reshape(1, -1)
-        return self.values_and_gradient(theta, n_observed, parameter_names)[1][0]
+        return self.values_and_gradient(theta, n_observed, parameter_names, auxiliary=auxiliary)[1][0]
 
     def __repr__(self) -> str:
         constrained = [c.name for c in self.constraints]
-        return f"ExtendedTerm(luminosity={self.luminosity}, n_observed={self.n_observed}, constraints={constrained})"
+        auxiliary = f", auxiliary={self.auxiliary.tolist()}" if bool((self.auxiliary != 0).any()) else ""
+        return (f"ExtendedTerm(luminosity={self.luminosity}, n_observed={self.n_observed}, "
+                f"constraints={constrained}{auxiliary})")
 
 
 def extended_log_likelihood(estimator, x, thetas, rate: ExtendedTerm, weights=None, theta_ref=None) -> torch.Tensor:

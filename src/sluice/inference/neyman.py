@@ -26,8 +26,10 @@ def neyman_thresholds(estimator, simulator, grid: torch.Tensor, n_events: int | 
 
     With ``rate`` (an ``ExtendedTerm``) the statistic is that of the extended likelihood, as ``scan(...,
     rate=rate)`` reports it: each toy at θ_g has n ~ Poisson(ν(θ_g)) events (``n_events`` must then be None),
-    and its rate term uses that n. The constraint terms keep their nominal auxiliary measurements (the toys are
-    conditional on them; profile nuisance parameters with ``profile_scan`` rather than scanning them here).
+    and its rate term uses that n. The auxiliary measurements are data too: each toy draws its own at the
+    grid point's nuisance values α_g (``Nuisance.sample_auxiliary``: a ~ N(α_g, s²), or log-normal), and its
+    constraint terms use them, so the thresholds are those of the unconditional ensemble, as the observed
+    data's q (with ``rate.auxiliary``) is.
     """
     grid = torch.as_tensor(grid, dtype=torch.float32)
     grid = grid[:, None] if grid.ndim == 1 else grid
@@ -41,6 +43,7 @@ def neyman_thresholds(estimator, simulator, grid: torch.Tensor, n_events: int | 
     thresholds = torch.empty(grid.shape[0])
     for g in range(grid.shape[0]):
         counts, weights, size = _toy_counts(rate, grid[g], n_toys, n_events, generator)
+        auxiliary = None if rate is None else _toy_auxiliary(rate, grid[g], n_toys, names, generator)
         theta = grid[g].expand(n_toys * size, -1)
         with torch.no_grad():
             x, _ = simulator.sample(theta, generator=generator)
@@ -52,18 +55,27 @@ def neyman_thresholds(estimator, simulator, grid: torch.Tensor, n_events: int | 
         if rate is not None:  # the rate term at every grid point for every toy's count, measured from θ_ref
             with torch.no_grad():
                 at_grid = rate.log_likelihood(grid.double().repeat_interleave(n_toys, dim=0),
-                                              counts.repeat(grid.shape[0]), names).reshape(grid.shape[0], n_toys)
-                at_reference = rate.log_likelihood(theta_ref.double().expand(n_toys, -1), counts, names)
+                                              counts.repeat(grid.shape[0]), names,
+                                              auxiliary.repeat(grid.shape[0], 1)).reshape(grid.shape[0], n_toys)
+                at_reference = rate.log_likelihood(theta_ref.double().expand(n_toys, -1), counts, names, auxiliary)
             values = (values.double() + at_grid - at_reference).to(values.dtype)
         maxima, best = values.max(dim=0)
         maxima = maxima.double()
         if refine:
             _, refined = maximise_experiments(estimator, x, grid[best], bounds, theta_ref, weights, rate=rate,
-                                              n_observed=counts)
+                                              n_observed=counts, auxiliary=auxiliary)
             maxima = torch.maximum(maxima, refined)
         q_at_truth = -2.0 * (values[g].double() - maxima)
         thresholds[g] = torch.quantile(q_at_truth, level).to(torch.float32)
     return thresholds
+
+
+def _toy_auxiliary(rate: ExtendedTerm, theta: torch.Tensor, n_toys: int, names, generator) -> torch.Tensor:
+    """Each toy's auxiliary measurements [n_toys, A], drawn at θ's nuisance values (the constrained columns)."""
+    alpha = rate.auxiliary_at(theta, names)
+    return torch.stack([nuisance.sample_auxiliary(alpha[k].expand(n_toys), generator)
+                        for k, nuisance in enumerate(rate.constraints)], dim=1) if rate.constraints else \
+        torch.zeros(n_toys, 0, dtype=torch.float64)
 
 
 def _toy_counts(rate, theta: torch.Tensor, n_toys: int, n_events, generator):

@@ -99,8 +99,8 @@ def maximum_likelihood(estimator, x, start: torch.Tensor, bounds, theta_ref: tor
 
 
 def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: torch.Tensor, weights=None,
-                         free=None, rate: ExtendedTerm | None = None,
-                         n_observed=None) -> tuple[torch.Tensor, torch.Tensor]:
+                         free=None, rate: ExtendedTerm | None = None, n_observed=None,
+                         auxiliary=None) -> tuple[torch.Tensor, torch.Tensor]:
     """max over θ_t of ℓ_t(θ_t) = Σ_{i in t} w_i log r̂(x_i|θ_t, θ_ref) for T experiments at once, each from
     its own start: (θ̂ [T, p], ℓ_t(θ̂_t) [T]), float64.
 
@@ -116,7 +116,8 @@ def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: 
     experiment keeps the best point evaluated.
 
     ``rate``: an ``ExtendedTerm`` whose log-likelihood, measured from θ_ref, adds to each ℓ_t (in float64, with
-    its own gradient), with the observed count ``n_observed`` (one number or [T]).
+    its own gradient), with the observed count ``n_observed`` (one number or [T]) and the auxiliary
+    measurements ``auxiliary`` ([A] or [T, A]; None: the term's own).
     """
     starts = torch.as_tensor(starts, dtype=torch.float64)
     n_experiments, p = starts.shape
@@ -125,8 +126,8 @@ def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: 
     if rate is not None:
         names = getattr(estimator, "parameter_names_", None)
         counts = torch.as_tensor(n_observed, dtype=torch.float64).reshape(-1).expand(n_experiments)
-        rate_at_reference = rate.log_likelihood(torch.as_tensor(theta_ref, dtype=torch.float64).reshape(1, -1),
-                                                counts, names).detach()
+        reference = torch.as_tensor(theta_ref, dtype=torch.float64).reshape(1, -1).expand(n_experiments, -1)
+        rate_at_reference = rate.log_likelihood(reference, counts, names, auxiliary).detach()
     low = torch.tensor([-np.inf if bounds[j][0] is None else bounds[j][0] for j in free], dtype=torch.float64)
     high = torch.tensor([np.inf if bounds[j][1] is None else bounds[j][1] for j in free], dtype=torch.float64)
     steps = finite_difference_steps(starts, bounds)[:, free]
@@ -138,7 +139,7 @@ def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: 
         thetas[:, free] = torch.from_numpy(z).reshape(n_experiments, len(free))
         values, gradient, resolution = objective(thetas, free, bounds)
         if rate is not None:  # the rate and constraint terms, from θ_ref as ℓ is
-            rate_values, rate_gradient = rate.values_and_gradient(thetas, counts, names, free, bounds)
+            rate_values, rate_gradient = rate.values_and_gradient(thetas, counts, names, free, bounds, auxiliary)
             values, gradient = values + (rate_values - rate_at_reference), gradient + rate_gradient
         better = values > best_value
         best_value[better], best_theta[better] = values[better], thetas[better]
@@ -203,7 +204,8 @@ def asimov_scan(estimator, simulator, theta_true, n_events: float | None, grid: 
     n_events / n_samples (the Asimov data set of a Monte-Carlo sample). Its intervals are expected limits.
 
     With ``rate`` (an ``ExtendedTerm``) the scan is of the extended likelihood, and the Asimov count is
-    n = ν(θ_true) = L σ(θ_true): pass ``n_events=None`` for it (another value raises)."""
+    n = ν(θ_true) = L σ(θ_true): pass ``n_events=None`` for it (another value raises); the Asimov auxiliary
+    measurements are θ_true's nuisance values, a_k = α_k."""
     if rate is not None:
         expected = float(rate.expected_events(torch.as_tensor(theta_true, dtype=torch.float64).reshape(1, -1))[0])
         if n_events is None:
@@ -211,7 +213,8 @@ def asimov_scan(estimator, simulator, theta_true, n_events: float | None, grid: 
         elif abs(float(n_events) - expected) > 1e-6 * expected:
             raise ValueError(f"asimov_scan: with a rate term the Asimov data set has n = ν(θ_true) = {expected:.6g} "
                              f"events, not n_events = {n_events}; pass n_events=None")
-        rate = ExtendedTerm(rate.cross_section, rate.luminosity, n_events, rate.constraints, rate.parameter_names)
+        rate = rate.replace(n_observed=n_events,
+                            auxiliary=rate.auxiliary_at(theta_true, getattr(estimator, "parameter_names_", None)))
     elif n_events is None:
         raise ValueError("asimov_scan: n_events is needed (or a rate term, whose ν(θ_true) it then is)")
     theta = torch.as_tensor(theta_true, dtype=torch.float32).reshape(1, -1).expand(n_samples, -1)

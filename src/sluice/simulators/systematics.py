@@ -16,11 +16,14 @@ with the conventions of HistFactory, as pyhf defines them (I⁰ = nominal, I± =
 code0 and code1 have a kink at α = 0 when the variations are asymmetric (the score there is one-sided); code4
 and code4p are smooth (code4 twice continuously differentiable everywhere), which is why pyhf defaults to them.
 
-A ``Nuisance`` names a parameter and its constraint term, the likelihood of its auxiliary measurement at the
-nominal value (HistFactory's convention: the term is maximal at α = 0):
+A ``Nuisance`` names a parameter and its constraint term, the likelihood of its auxiliary measurement a (a
+global observable; HistFactory's convention: a = 0 at nominal, where the term is maximal at α = 0):
 
-    gaussian   (width s)   log c(α) = −½ (α/s)² − log(s √(2π))                   α any real
-    lognormal  (width s)   log c(α) = −½ (log(1 + α)/s)² − log(s √(2π))          α > −1
+    gaussian   (width s)   log c(α; a) = −½ ((α − a)/s)² − log(s √(2π))                     α any real
+    lognormal  (width s)   log c(α; a) = −½ ((log(1 + α) − log(1 + a))/s)² − log(s √(2π))   α, a > −1
+
+A toy experiment at α draws its own auxiliary measurement from the same term read as a distribution of a:
+a ~ N(α, s²), or log(1 + a) ~ N(log(1 + α), s²) (``Nuisance.sample_auxiliary``).
 
 The log-normal one constrains a normalisation η = 1 + α (α = 0 nominal, α = 0.02 a 2 % higher rate) with a
 relative uncertainty s, so that η stays positive; both carry the information 1/s² at α = 0.
@@ -221,18 +224,42 @@ class Nuisance:
             raise ValueError(f"Nuisance '{self.name}': width must be a positive finite number, got {self.width!r}")
         object.__setattr__(self, "width", width)
 
-    def log_constraint(self, alpha) -> torch.Tensor:
-        """log c(α), elementwise over ``alpha`` (any shape; float64 unless alpha is a float32 tensor); −inf where
-        a log-normal α ≤ −1 (η ≤ 0). Differentiable in α."""
+    def log_constraint(self, alpha, auxiliary=0.0) -> torch.Tensor:
+        """log c(α; a), elementwise over ``alpha`` and the auxiliary measurement ``auxiliary`` (broadcast; a = 0
+        nominal; float64 unless alpha is a float32 tensor); −inf where a log-normal α ≤ −1 (η ≤ 0).
+        Differentiable in α."""
         alpha = torch.as_tensor(alpha, dtype=alpha.dtype if torch.is_tensor(alpha) and alpha.is_floating_point()
                                 else torch.float64)
+        auxiliary = self._checked_auxiliary(auxiliary, alpha.dtype)
         normalisation = math.log(self.width * math.sqrt(2 * math.pi))
         if self.constraint == "gaussian":
-            return -0.5 * (alpha / self.width) ** 2 - normalisation
+            return -0.5 * ((alpha - auxiliary) / self.width) ** 2 - normalisation
         positive = alpha > -1
         log_eta = torch.log1p(torch.where(positive, alpha, torch.zeros_like(alpha)))  # finite in both branches
-        return torch.where(positive, -0.5 * (log_eta / self.width) ** 2 - normalisation,
+        return torch.where(positive, -0.5 * ((log_eta - torch.log1p(auxiliary)) / self.width) ** 2 - normalisation,
                            torch.full_like(alpha, -math.inf))
+
+    def _checked_auxiliary(self, auxiliary, dtype: torch.dtype) -> torch.Tensor:
+        auxiliary = torch.as_tensor(auxiliary, dtype=dtype)
+        if not torch.isfinite(auxiliary).all():
+            raise ValueError(f"Nuisance '{self.name}': the auxiliary measurement must be finite, got "
+                             f"{auxiliary.tolist() if auxiliary.numel() <= 8 else 'non-finite values'}")
+        if self.constraint == "lognormal" and (auxiliary <= -1).any():
+            raise ValueError(f"Nuisance '{self.name}': a log-normal auxiliary measurement a is a normalisation "
+                             f"1 + a > 0; got a ≤ −1")
+        return auxiliary
+
+    def sample_auxiliary(self, alpha, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One auxiliary measurement per element of ``alpha`` (float64, alpha's shape), as a toy experiment at α
+        records it: a ~ N(α, s²) (gaussian), 1 + a = (1 + α) exp(s N(0, 1)) (lognormal). At α = 0 these are the
+        draws of ``sample``."""
+        alpha = torch.as_tensor(alpha, dtype=torch.float64)
+        normal = torch.randn(alpha.shape, generator=generator, dtype=torch.float64)
+        if self.constraint == "gaussian":
+            return alpha + self.width * normal
+        if (alpha <= -1).any():
+            raise ValueError(f"Nuisance '{self.name}': a log-normal α must be > −1 (1 + α is a normalisation)")
+        return (1.0 + alpha) * torch.exp(self.width * normal) - 1.0
 
     def information(self, alpha: float = 0.0) -> float:
         """The Fisher information of the constraint term, −d² log c/dα² averaged over its auxiliary measurement:
