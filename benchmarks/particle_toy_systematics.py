@@ -334,7 +334,7 @@ def evaluate(label, train, estimator, asimov, rate, args, rows, pyhf_model=None)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, nargs="+", default=[10_000, 100_000],
+    parser.add_argument("--train", type=int, nargs="*", default=[10_000, 100_000],
                         help="weighted-event budgets for ALICES, SALLY and the histograms")
     parser.add_argument("--scandal-train", type=int, nargs="*", default=[10_000],
                         help="budgets for SCANDAL (the slowest fit); none to skip it")
@@ -345,7 +345,12 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--figure", default=os.path.join(os.path.dirname(__file__), "..", "docs", "figures",
                                                          "particle_toy_brazil.png"))
+    parser.add_argument("--save-rows", help="also save the measured rows to this file (for --merge)")
+    parser.add_argument("--merge", nargs="+", help="write the table and figure from rows saved by runs with "
+                        "--save-rows (e.g. budgets run in parallel), measuring nothing")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args)
     if args.points % 2 == 0:
         parser.error("--points must be odd, so that the grid's middle (θ_ref of the profile scans) is 0")
     torch.set_num_threads(1)
@@ -365,6 +370,8 @@ def main():
     for train in sorted(set(args.train) | set(args.scandal_train)):
         run_budget(train, toy, luminosity, rate, learned_asimov, args, rows, fits)
         write(rows, fits, args)  # after each budget: a long run keeps what it has measured
+        if args.save_rows:
+            save_rows(rows, fits, args)
     figure(rows, args)
 
 
@@ -399,6 +406,28 @@ def run_budget(train: int, toy: ParticleToy, luminosity: float, rate: ExtendedTe
                      args, rows, build)
         else:
             evaluate(name, train, estimator, learned_asimov, rate, args, rows)
+
+
+def save_rows(rows, fits, args):
+    """The rows without their closures, the fit times and the run's arguments, for ``--merge``."""
+    kept = [{**row, "limits": {name: {key: value for key, value in limits.items() if key != "profile_at"}
+                               for name, limits in row["limits"].items()}} for row in rows]
+    torch.save({"rows": kept, "fits": fits, "args": vars(args)}, args.save_rows)
+
+
+def merge(args):
+    """One table and figure from the rows of several runs: the truth level once, then each run's analyses by
+    budget. The command line recorded is each run's."""
+    saved = [torch.load(path, weights_only=False) for path in args.merge]
+    rows = [row for row in saved[0]["rows"] if row["analysis"].startswith("truth")]
+    others = [row for part in saved for row in part["rows"] if not row["analysis"].startswith("truth")]
+    rows += sorted(others, key=lambda row: row["train"])  # stable: each budget keeps its runs' order
+    fits = {label: seconds for part in saved for label, seconds in part["fits"].items()}
+    first = argparse.Namespace(**{**saved[0]["args"], "out": args.out, "figure": args.figure})
+    first.train = sorted({value for part in saved for value in part["args"]["train"]})
+    first.scandal_train = sorted({value for part in saved for value in part["args"]["scandal_train"]})
+    write(rows, fits, first, runs=[part["args"] for part in saved])
+    figure(rows, first)
 
 
 def binned_asimov(model: HistogramModel, x: torch.Tensor):
@@ -438,7 +467,7 @@ def verdict(rows) -> list[str]:
     return lines
 
 
-def write(rows, fits, args):
+def write(rows, fits, args, runs=None):
     truth = {row["systematics"]: row for row in rows if row["analysis"].startswith("truth")}
     lines = ["# Particle toy with two systematics: expected limits on (c1, c2)", "",
              f"Expected (Asimov, SM, α = 0) limits for ν(SM) = {args.events:g} events with the rate term, each "
@@ -466,15 +495,21 @@ def write(rows, fits, args):
               "systematics):", ""] + verdict(rows)
     lines += ["", "Fits (augmented data + fit, one thread on a shared 2-core machine): "
               + ", ".join(f"{label} {seconds:.0f} s" for label, seconds in fits.items())]
-    command = ".venv/bin/python benchmarks/particle_toy_systematics.py " + " ".join(
-        f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-        for name, value in vars(args).items() if name not in ("out", "figure"))
-    lines += ["", f"Command: `nice {command}`"]
+    lines += [""] + [f"Command: `nice {command_line(run)}`" for run in (runs or [vars(args)])]
+    if runs:
+        lines += ["", "(runs in parallel, merged with `--merge`)"]
     text = "\n".join(lines) + "\n"
     print(text)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "particle_toy_systematics.md"), "w") as file:
         file.write(text)
+
+
+def command_line(arguments: dict) -> str:
+    """The command that measured with ``arguments`` (outputs and merge options left out)."""
+    return ".venv/bin/python benchmarks/particle_toy_systematics.py " + " ".join(
+        f"--{name.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}".rstrip()
+        for name, value in arguments.items() if name not in ("out", "figure", "save_rows", "merge"))
 
 
 def figure(rows, args):

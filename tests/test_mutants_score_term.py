@@ -26,7 +26,7 @@ def table(t_xz):
 
 
 @pytest.mark.parametrize("t_xz, variance", [([[0.1], [-0.1]], [0.02]),
-                                            ([[0.1, 3.0], [-0.1, -3.0]], [0.02, 18.0])],
+                                            ([[0.5, 3.0], [-0.5, -3.0]], [0.5, 18.0])],
                          ids=["one parameter", "two parameters"])
 def test_scale_free_weight_is_one_over_the_sample_variance_of_each_column_even_below_one(t_xz, variance):
     # two rows ±a have sample variance (a² + a²)/(2 − 1) = 2a²
