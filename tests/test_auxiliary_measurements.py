@@ -4,7 +4,7 @@ parameter that are exactly χ² for a linear-Gaussian model because each toy flu
 
 The model: x ~ N(θ + α, 1) per event, a constant expected count ν, and a unit Gaussian constraint on α. Its
 sufficient statistics (x̄, a) determine (θ, α) linearly, so q(θ_true, α_true) is exactly χ²₂ when a ~ N(α_true, 1)
-is drawn with the data, and non-central χ²₂ (λ = α_true²) when a is held at 0."""
+is drawn with the data, and α_true² + χ²₁ when a is held at 0."""
 
 from __future__ import annotations
 
@@ -97,8 +97,7 @@ def _asimov(model, theta, n_samples=20_000):
 def test_neyman_thresholds_over_a_scanned_nuisance_are_chi2_with_fluctuated_auxiliary_measurements():
     """q at the truth is exactly χ²₂ for this linear-Gaussian model when each toy draws a ~ N(α_g, 1): the
     thresholds at the interior grid points with α_g = ±3 average to the χ²₂ quantile within 5 standard errors of
-    the toys' quantiles. Holding a at 0 would make q non-central χ²₂ with λ = 9 there (68 % quantile ≈ 12, not
-    2.3)."""
+    the toys' quantiles. Holding a at 0 would make q = 9 + χ²₁ there (68 % quantile ≈ 10, not 2.3)."""
     model = Shifted()
     level, n_toys = 0.68, 200
     grid = make_grid([-6.0, -6.0], [6.0, 6.0], 5)  # σ(α̂) = 1, σ(θ̂) ≈ 1: interior points 3σ from the edges
@@ -121,6 +120,11 @@ def test_bad_auxiliary_measurements_are_named():
     with pytest.raises(ValueError, match="1 \\+ a > 0"):
         ExtendedTerm(lambda thetas: thetas[:, 0], 1.0, constraints=[Nuisance("lumi", "lognormal", width=0.1)],
                      parameter_names=("lumi",), auxiliary={"lumi": -1.5})
-    with pytest.raises(ValueError, match="auxiliary measurements for 3 data sets"):
+    with pytest.raises(ValueError, match="must have shape \\[1\\] or \\[2, 1\\]"):
         rate_term().log_likelihood(torch.zeros(2, 2), 5.0, auxiliary=torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="must have shape"):
+        rate_term().log_likelihood(torch.zeros(2, 2), 5.0, auxiliary=torch.zeros(2))
+    with pytest.raises(TypeError, match="Nuisance objects"):
+        ExtendedTerm(lambda thetas: thetas[:, 0], 1.0, constraints=[type("Old", (), {"name": "a",
+                                                                                      "log_constraint": None})()])
     assert "auxiliary=[0.5]" in repr(rate_term({"alpha": 0.5}))

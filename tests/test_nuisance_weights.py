@@ -158,6 +158,8 @@ def test_hessian_of_the_cross_section_equals_differences_of_its_gradient(toy, sa
             difference = (gradient(theta + shift) - gradient(theta - shift)) / (2 * step)
             torch.testing.assert_close(hessian[j], difference, rtol=1e-5, atol=1e-7)
         assert float(hessian[3, 3].abs()) > 1e-3  # the energy scale's curvature is there to be checked
+        # forward-over-reverse (torch.func) sees the same second derivatives
+        torch.testing.assert_close(torch.func.hessian(lambda t: events.cross_section(t).sum())(theta), hessian)
 
 
 def test_energy_scale_variation_is_a_shift_of_the_measured_energy(toy, sample, events):

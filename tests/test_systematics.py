@@ -126,6 +126,18 @@ def test_closed_form_factor_slope_equals_autograd(code):
     torch.testing.assert_close(interpolator.factor_slope(alpha[:, None]).sum(dim=1), gradient, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("code", ["code1", "code4"])
+def test_closed_form_factor_curvature_equals_autograd(code):
+    """d²f/dα² in closed form equals autograd's second derivative of f, on both sides of code4's |α| = 1
+    (α = ±1 itself: code4 is twice differentiable there; code1's branch at 0 is one-sided, so 0 is left out)."""
+    interpolator = Interpolator(NOMINAL, DOWN, UP, code)
+    alpha = torch.tensor([-1.6, -1.0, -0.45, 0.2, 0.8, 1.0, 1.3], dtype=torch.float64, requires_grad=True)
+    (slope,) = torch.autograd.grad(interpolator.factor(alpha[:, None]).sum(), alpha, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), alpha)
+    torch.testing.assert_close(interpolator.factor_curvature(alpha[:, None]).sum(dim=1), curvature, rtol=1e-10,
+                               atol=1e-10)
+
+
 def test_selected_interpolator_equals_the_rows_it_selects():
     interpolator = Interpolator(NOMINAL, DOWN, UP, "code4")
     index = torch.tensor([3, 0, 0])

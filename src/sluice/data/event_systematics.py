@@ -121,8 +121,9 @@ class _Systematics:
 
 
 class _Normalisation:
-    """D_b(α) = Σ_i w_ib (F_ib(α) − 1) / Σ_i w_ib over a whole sample and its slope in α, one pass over the events
-    per distinct α (cached: samples reuse a few α), so σ(θ, α) is normalised like the whole sample's weights."""
+    """D_b(α) = Σ_i w_ib (F_ib(α) − 1) / Σ_i w_ib over a whole sample, with its first and second derivatives in
+    α, one pass over the events per distinct α (cached: samples reuse a few α), so σ(θ, α) is normalised like the
+    whole sample's weights."""
 
     def __init__(self, basis_weights: torch.Tensor, factors: dict):
         self.basis_weights = basis_weights
@@ -131,30 +132,35 @@ class _Normalisation:
         self.cache: dict = {}
 
     def shift_rows(self, alpha: torch.Tensor) -> torch.Tensor:
-        """D(α_row) [G, B] for α rows [G, K_varied]. Differentiable in α to every order (``_Shift``): the values
-        and first derivatives come from the cache, higher ones from a pass over the events with its graph."""
-        if alpha.requires_grad:
-            return _Shift.apply(alpha, self)
-        return self.cached_rows(alpha, slopes=False)
-
-    def cached_rows(self, alpha: torch.Tensor, slopes: bool) -> torch.Tensor:
-        """D [G, B] (or dD/dα [G, B, K] with ``slopes``) at α rows [G, K] from the cache of distinct rows."""
+        """D(α_row) [G, B] for α rows [G, K_varied]. Where α needs gradients, the cached value plus the second-order
+        expansion J δ + ½ δᵀ H δ in δ = α − α_u (zero): the value, the gradient and the Hessian in α are exact
+        (third derivatives are not), with plain tensor operations, so autograd, ``torch.autograd.functional``
+        and ``torch.func`` transforms all see them."""
         unique, inverse = torch.unique(alpha.detach(), dim=0, return_inverse=True)
-        return self.shift(unique, slopes)[inverse]
+        rows = self.shift(unique, order=0)[inverse]
+        if alpha.requires_grad or _is_transformed(alpha):
+            delta = alpha - unique[inverse]  # [G, K], zero in value
+            slope, curvature = self.shift(unique, order=1)[inverse], self.shift(unique, order=2)[inverse]
+            rows = rows + (slope * delta[:, None, :]).sum(dim=-1) \
+                + 0.5 * (curvature * delta[:, None, :, None] * delta[:, None, None, :]).sum(dim=(-2, -1))
+        return rows
 
-    def shift(self, unique: torch.Tensor, slopes: bool) -> torch.Tensor:
-        """D [U, B] (or dD/dα [U, B, K] with ``slopes``) at distinct α rows [U, K], cached, computed in chunks."""
-        cache = self.cache.setdefault(slopes, {})
+    def shift(self, unique: torch.Tensor, order: int) -> torch.Tensor:
+        """D [U, B], dD/dα [U, B, K] (order 1) or d²D/dα² [U, B, K, K] (order 2) at distinct α rows [U, K],
+        cached, computed in chunks."""
+        cache = self.cache.setdefault(order, {})
         keys = [tuple(row) for row in unique.tolist()]
         missing = [i for i, key in enumerate(keys) if key not in cache]
         if missing:
             if len(cache) + len(missing) > MAX_CACHED_NUISANCE_POINTS:
                 cache.clear()
-            for i, value in zip(missing, self._compute(unique[missing], slopes), strict=True):
+            for i, value in zip(missing, self._compute(unique[missing], order), strict=True):
                 cache[keys[i]] = value
         return torch.stack([cache[key] for key in keys])
 
-    def _compute(self, alpha: torch.Tensor, slopes: bool) -> torch.Tensor:
+    def _compute(self, alpha: torch.Tensor, order: int) -> torch.Tensor:
+        """The derivatives of order ``order`` of D at α rows [u, K]: F = Π_k f_k(α_k), so ∂F/∂α_k replaces f_k by
+        f_k', and ∂²F/∂α_k∂α_l replaces f_k by f_k'' (k = l) or f_k and f_l by f_k', f_l' (k ≠ l)."""
         n, basis = self.basis_weights.shape
         width = max(factor.log_up.shape[1] for factor in self.factors)
         chunk = max(1, MAX_CHUNK_ELEMENTS // (n * width))
@@ -162,12 +168,22 @@ class _Normalisation:
         for start in range(0, alpha.shape[0], chunk):
             points = alpha[start:start + chunk, None, None, :]  # [u, 1, 1, K]
             values = [factor.factor(points[..., k]) for k, factor in enumerate(self.factors)]  # [u, n, 1 or B]
-            if not slopes:
+            if order == 0:
                 results.append(self._sum_over_events(_product(values) - 1.0))
                 continue
-            derivatives = [factor.factor_slope(points[..., k]) for k, factor in enumerate(self.factors)]
-            partials = [_product(values[:k] + [derivatives[k]] + values[k + 1:]) for k in range(len(values))]
-            results.append(torch.stack([self._sum_over_events(partial) for partial in partials], dim=-1))
+            slopes = [factor.factor_slope(points[..., k]) for k, factor in enumerate(self.factors)]
+            if order == 1:
+                partials = [_product(_replaced(values, {k: slopes[k]})) for k in range(len(values))]
+                results.append(torch.stack([self._sum_over_events(partial) for partial in partials], dim=-1))
+                continue
+            curvatures = [factor.factor_curvature(points[..., k]) for k, factor in enumerate(self.factors)]
+            rows = []
+            for k in range(len(values)):
+                row = [self._sum_over_events(_product(_replaced(values, {k: curvatures[k]} if k == other else
+                                                                  {k: slopes[k], other: slopes[other]})))
+                       for other in range(len(values))]
+                rows.append(torch.stack(row, dim=-1))
+            results.append(torch.stack(rows, dim=-2))
         return torch.cat(results)
 
     def _sum_over_events(self, per_event: torch.Tensor) -> torch.Tensor:
@@ -177,25 +193,17 @@ class _Normalisation:
         return (per_event * self.basis_weights).sum(dim=1) / self.totals
 
 
-class _Shift(torch.autograd.Function):
-    """D(α) [G, B] from ``_Normalisation``'s cache, with a backward pass that is itself differentiable: a first
-    derivative (no graph wanted) reads the cached slopes; when the graph of the gradient is wanted (Hessians,
-    ``create_graph=True``) the slopes are computed with their graph, so every derivative in α is exact."""
+def _replaced(values: list, replacements: dict) -> list:
+    return [replacements.get(k, value) for k, value in enumerate(values)]
 
-    @staticmethod
-    def forward(ctx, alpha: torch.Tensor, normalisation: _Normalisation) -> torch.Tensor:
-        ctx.normalisation = normalisation
-        ctx.save_for_backward(alpha)
-        return normalisation.cached_rows(alpha, slopes=False)
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (alpha,) = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a double backward is on its way: dD/dα with its graph to α
-            slope = ctx.normalisation._compute(alpha, slopes=True)
-        else:
-            slope = ctx.normalisation.cached_rows(alpha, slopes=True)
-        return (grad[..., None] * slope).sum(dim=1), None
+def _is_transformed(alpha: torch.Tensor) -> bool:
+    """Whether α carries derivatives that ``requires_grad`` does not show: a torch.func transform's wrapper
+    (jacfwd, hessian) or a forward-mode dual tensor. Where torch cannot tell, assume it does (exact, slower)."""
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    if wrapped is None:
+        return True
+    return bool(wrapped(alpha)) or torch.autograd.forward_ad.unpack_dual(alpha).tangent is not None
 
 
 def _events_flagged(flags: torch.Tensor) -> int:

@@ -178,7 +178,7 @@ class WeightedEvents:
     def cross_section(self, theta) -> torch.Tensor:
         """σ(θ) = Σ_b a_b(θ) σ(θ_b) for each row of ``theta`` [G, P] (or [P]): shape [G]. With nuisances,
         σ(θ, α), its dependence on α normalised over the whole sample (module docstring); differentiable in
-        θ and α to every order (Hessians through autograd are exact)."""
+        θ and α, with exact first and second derivatives (Hessians through autograd or torch.func are exact)."""
         theta = self._batch(theta)
         if self._systematics is None:
             return self.morphing.weights(theta) @ self.basis_cross_sections

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import torch
 
+from ..simulators.systematics import Nuisance
 from .evaluate import summed_log_ratio
 
 __all__ = ["ExtendedTerm", "extended_log_likelihood"]
@@ -67,7 +68,7 @@ class ExtendedTerm:
             constraints = tuple(constraints.values())
         constraints = tuple(constraints)
         for nuisance in constraints:
-            if not hasattr(nuisance, "log_constraint") or not hasattr(nuisance, "name"):
+            if not isinstance(nuisance, Nuisance):
                 raise TypeError(f"ExtendedTerm: constraints must be sluice Nuisance objects, got {nuisance!r}")
         names = [nuisance.name for nuisance in constraints]
         if len(set(names)) != len(names):
@@ -97,8 +98,19 @@ class ExtendedTerm:
             raise ValueError(f"ExtendedTerm: {vector.numel()} auxiliary measurements for {len(names)} constraints "
                              f"{names}")
         for nuisance, value in zip(self.constraints, vector, strict=True):
-            nuisance._checked_auxiliary(value, torch.float64)
+            nuisance.checked_auxiliary(value)
         return vector
+
+    def _auxiliary_rows(self, auxiliary, rows: int) -> torch.Tensor:
+        """The auxiliary measurements as [1, A] or [rows, A] from None (the term's own), [A] or [rows, A]."""
+        auxiliary = self.auxiliary if auxiliary is None else torch.as_tensor(auxiliary, dtype=torch.float64)
+        size = len(self.constraints)
+        if auxiliary.ndim == 1 and auxiliary.shape[0] == size:
+            return auxiliary[None]
+        if auxiliary.ndim == 2 and auxiliary.shape[1] == size and auxiliary.shape[0] in (1, rows):
+            return auxiliary
+        raise ValueError(f"ExtendedTerm: auxiliary measurements must have shape [{size}] or [{rows}, {size}] (one "
+                         f"per constraint, for each θ row), got {list(auxiliary.shape)}")
 
     def replace(self, n_observed=..., auxiliary=...) -> ExtendedTerm:
         """A copy with another observed count and/or auxiliary measurements (``...`` keeps this term's)."""
@@ -154,11 +166,7 @@ class ExtendedTerm:
         poisson = torch.xlogy(n, safe) - safe - torch.lgamma(n + 1.0)
         # ν ≤ 0 (an unphysical θ, e.g. a morphed σ below zero): impossible unless nothing was seen, where P = 1
         poisson = torch.where(positive, poisson, torch.where(n > 0, -math.inf, 0.0) + 0.0 * expected)
-        auxiliary = self.auxiliary if auxiliary is None else torch.as_tensor(auxiliary, dtype=torch.float64)
-        auxiliary = auxiliary.reshape(-1, len(self.constraints)) if self.constraints else auxiliary
-        if self.constraints and auxiliary.shape[0] not in (1, thetas.shape[0]):
-            raise ValueError(f"ExtendedTerm: auxiliary measurements for {auxiliary.shape[0]} data sets, θ has "
-                             f"{thetas.shape[0]} rows")
+        auxiliary = self._auxiliary_rows(auxiliary, thetas.shape[0])
         for k, (nuisance, column) in enumerate(zip(self.constraints, columns, strict=True)):
             poisson = poisson + nuisance.log_constraint(thetas[:, column], auxiliary[:, k])
         return poisson

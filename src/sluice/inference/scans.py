@@ -126,7 +126,9 @@ def maximise_experiments(estimator, x, starts: torch.Tensor, bounds, theta_ref: 
     if rate is not None:
         names = getattr(estimator, "parameter_names_", None)
         counts = torch.as_tensor(n_observed, dtype=torch.float64).reshape(-1).expand(n_experiments)
-        reference = torch.as_tensor(theta_ref, dtype=torch.float64).reshape(1, -1).expand(n_experiments, -1)
+        reference = torch.as_tensor(theta_ref, dtype=torch.float64).reshape(1, -1)
+        if auxiliary is not None and torch.as_tensor(auxiliary).ndim == 2 and len(auxiliary) > 1:
+            reference = reference.expand(n_experiments, -1)  # one row per experiment's auxiliary measurements
         rate_at_reference = rate.log_likelihood(reference, counts, names, auxiliary).detach()
     low = torch.tensor([-np.inf if bounds[j][0] is None else bounds[j][0] for j in free], dtype=torch.float64)
     high = torch.tensor([np.inf if bounds[j][1] is None else bounds[j][1] for j in free], dtype=torch.float64)

@@ -160,6 +160,22 @@ class Interpolator:
             slope = slope * inside + (k + 1) * self.coefficients[..., k]
         return torch.where(alpha.abs() < 1, slope, exponential)
 
+    def factor_curvature(self, alpha) -> torch.Tensor:
+        """d²f/dα² of code1/code4 in closed form, broadcast against the templates (code1: that of the branch α
+        falls in)."""
+        if self.code not in MULTIPLICATIVE_CODES:
+            raise ValueError(f"Interpolator: {self.code} is additive; it has no multiplicative factor")
+        alpha = torch.as_tensor(alpha, dtype=self.log_up.dtype)
+        log_ratio = torch.where(alpha >= 0, self.log_up, -self.log_down)
+        exponential = log_ratio**2 * torch.exp(alpha * log_ratio)
+        if self.code == "code1":
+            return exponential
+        inside = alpha.clamp(-1.0, 1.0)
+        curvature = 30.0 * self.coefficients[..., 5]
+        for k in range(4, 0, -1):  # Horner on p''(α) = Σ_i i (i − 1) a_i α^(i−2)
+            curvature = curvature * inside + (k + 1) * k * self.coefficients[..., k]
+        return torch.where(alpha.abs() < 1, curvature, exponential)
+
     def factor_bound(self, alpha_min: float, alpha_max: float) -> torch.Tensor:
         """An upper bound of f(α) over α ∈ [alpha_min, alpha_max] for each template (code1/code4): f is
         monotone outside |α| < 1, so its ends and ±1 bound it there; inside, code4's polynomial is at most
@@ -230,7 +246,7 @@ class Nuisance:
         Differentiable in α."""
         alpha = torch.as_tensor(alpha, dtype=alpha.dtype if torch.is_tensor(alpha) and alpha.is_floating_point()
                                 else torch.float64)
-        auxiliary = self._checked_auxiliary(auxiliary, alpha.dtype)
+        auxiliary = self.checked_auxiliary(auxiliary, alpha.dtype)
         normalisation = math.log(self.width * math.sqrt(2 * math.pi))
         if self.constraint == "gaussian":
             return -0.5 * ((alpha - auxiliary) / self.width) ** 2 - normalisation
@@ -239,7 +255,9 @@ class Nuisance:
         return torch.where(positive, -0.5 * ((log_eta - torch.log1p(auxiliary)) / self.width) ** 2 - normalisation,
                            torch.full_like(alpha, -math.inf))
 
-    def _checked_auxiliary(self, auxiliary, dtype: torch.dtype) -> torch.Tensor:
+    def checked_auxiliary(self, auxiliary, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``auxiliary`` as a tensor, after checking that it is a possible auxiliary measurement (finite; a
+        log-normal one > −1)."""
         auxiliary = torch.as_tensor(auxiliary, dtype=dtype)
         if not torch.isfinite(auxiliary).all():
             raise ValueError(f"Nuisance '{self.name}': the auxiliary measurement must be finite, got "
