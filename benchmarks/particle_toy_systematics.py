@@ -43,9 +43,13 @@ profiled value) ``to_pyhf_workspace`` gives the μ model μ·[ν(θ_up) − ν(S
 c), and the table gives c_pyhf / c_up.
 
 Run (``--train`` and ``--scandal-train`` choose the budgets; the results in
-benchmarks/results/particle_toy_systematics.md are from ``--train 10000 --scandal-train 10000``, about 15 min on
-two shared cores; at 10⁵ events ALICES's fit takes several minutes and SCANDAL's far longer there):
-    nice .venv/bin/python benchmarks/particle_toy_systematics.py --train 10000 100000 --scandal-train 10000
+benchmarks/results/particle_toy_systematics.md are from two runs in parallel, merged, about 25 min on two
+cores; SCANDAL's fit at 10⁵ events takes about 6 min):
+    nice .venv/bin/python benchmarks/particle_toy_systematics.py --train 10000 100000 --scandal-train 10000 \
+        --save-rows /tmp/first.pt --out /tmp/first
+    nice .venv/bin/python benchmarks/particle_toy_systematics.py --train --scandal-train 100000 \
+        --save-rows /tmp/second.pt --out /tmp/second
+    .venv/bin/python benchmarks/particle_toy_systematics.py --merge /tmp/first.pt /tmp/second.pt
 """
 
 from __future__ import annotations

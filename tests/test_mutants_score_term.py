@@ -113,14 +113,14 @@ def test_an_ignored_argument_is_reported_at_the_callers_line(family, arguments):
     assert caught[0].filename == __file__, "the warning must point at the line that built the estimator"
 
 
-def test_the_floor_is_a_tenth_of_the_widest_spread():
-    """Spreads 0.2 and 0.05 of the widest (standardised units): the first keeps 1/Var, the second is floored to 0.1
-    of the widest, so no weight exceeds 100 times the widest component's (1e-3 let a normalisation nuisance's
-    weight reach 10⁶ times and spoiled ALICES on the particle toy)."""
-    rows = table([[10.0, 2.0, 0.5], [-10.0, -2.0, -0.5]])  # spreads √2 · (10, 2, 0.5)
+def test_the_floor_is_three_hundredths_of_the_widest_spread():
+    """Spreads 0.04 and 0.01 of the widest (standardised units): the first keeps 1/Var, the second is floored to
+    0.03 of the widest, so no weight exceeds ~1100 times the widest component's (1e-3 let a normalisation
+    nuisance's weight reach 10⁶ times and spoiled ALICES on the particle toy)."""
+    rows = table([[100.0, 4.0, 1.0], [-100.0, -4.0, -1.0]])  # spreads √2 · (100, 4, 1)
     term = ScoreTerm(alpha=1.0, scale_free=True, clip=None).fit(rows, theta_std=torch.ones(3))
-    widest = 2.0 * 10.0**2
-    torch.testing.assert_close(term.weight, torch.tensor([1 / widest, 1 / (2.0 * 2.0**2), 100 / widest]))
+    widest = 2.0 * 100.0**2
+    torch.testing.assert_close(term.weight, torch.tensor([1 / widest, 1 / (2.0 * 4.0**2), 1 / (0.03**2 * widest)]))
 
 
 def test_a_score_component_that_never_varies_does_not_bury_the_others():
