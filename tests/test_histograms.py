@@ -99,10 +99,11 @@ def test_binned_scan_is_the_binned_poisson_likelihood(generated):
     model = model_with_systematics(events)
     grid = torch.tensor([[c1, c2, a, b] for c1 in (-0.4, 0.0, 0.3) for c2 in (-0.5, 0.5) for a, b in
                          ((0.0, 0.0), (0.8, -1.1))])
-    result = scan(model, observed, grid, refine=False, rate=model.rate())
-    binned = model.binned_log_likelihood(model.counts(observed), grid.double())
     reference = grid.shape[0] // 2
-    assert torch.allclose(result.log_likelihood_ratio.double(), binned - binned[reference], rtol=1e-6, atol=1e-5)
+    for auxiliary in (None, [0.4, -0.7]):  # nominal, and other auxiliary measurements of (energy_scale, lumi)
+        result = scan(model, observed, grid, refine=False, rate=model.rate(auxiliary=auxiliary))
+        binned = model.binned_log_likelihood(model.counts(observed), grid.double(), auxiliary)
+        assert torch.allclose(result.log_likelihood_ratio.double(), binned - binned[reference], rtol=1e-6, atol=1e-5)
 
 
 def test_profiled_nuisances_of_the_event_scan_equal_the_binned_fit(generated):

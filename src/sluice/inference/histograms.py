@@ -268,22 +268,30 @@ class HistogramModel:
         """Σ_k ν_k(θ, α) / L [G]: the cross section seen in the histogram (every event falls in a bin)."""
         return self.expected(thetas).sum(dim=1) / self.luminosity
 
-    def rate(self, n_observed: float | None = None) -> ExtendedTerm:
+    def rate(self, n_observed: float | None = None, auxiliary=None) -> ExtendedTerm:
         """The rate and constraint terms for ``scan(self, x, grid, rate=model.rate())``: with them the scan is
-        the binned likelihood Σ_k log Poisson(n_k | ν_k) + Σ_j log c_j (up to a constant)."""
-        return ExtendedTerm(self.cross_section, self.luminosity, n_observed, self.nuisances, self.parameter_names_)
+        the binned likelihood Σ_k log Poisson(n_k | ν_k) + Σ_j log c_j(α_j; a_j) (up to a constant), with the
+        auxiliary measurements ``auxiliary`` ({name: a} or one per nuisance; None: nominal)."""
+        return ExtendedTerm(self.cross_section, self.luminosity, n_observed, self.nuisances, self.parameter_names_,
+                            auxiliary)
 
     def counts(self, x, weights=None) -> torch.Tensor:
         """The observed counts per bin [K] of events ``x`` [n, d] (weighted: Σ w per bin)."""
         return self.binning.histogram(self.observe(x), weights)
 
-    def binned_log_likelihood(self, counts, thetas) -> torch.Tensor:
-        """Σ_k log Poisson(n_k | ν_k(θ, α)) + Σ_j log c_j(α_j) for each row of ``thetas`` [G, ·]: [G] float64."""
+    def binned_log_likelihood(self, counts, thetas, auxiliary=None) -> torch.Tensor:
+        """Σ_k log Poisson(n_k | ν_k(θ, α)) + Σ_j log c_j(α_j; a_j) for each row of ``thetas`` [G, ·]: [G] float64;
+        ``auxiliary``: one measurement per nuisance [A] (None: nominal, 0)."""
         counts = torch.as_tensor(counts, dtype=torch.float64).reshape(1, -1)
         _, alpha = self._split(thetas)
+        auxiliary = torch.zeros(len(self.nuisances), dtype=torch.float64) if auxiliary is None else \
+            torch.as_tensor(auxiliary, dtype=torch.float64).reshape(-1)
+        if auxiliary.numel() != len(self.nuisances):
+            raise ValueError(f"HistogramModel: {auxiliary.numel()} auxiliary measurements for "
+                             f"{len(self.nuisances)} nuisance parameters {[n.name for n in self.nuisances]}")
         value = -poisson_nll(counts, self.expected(thetas).clamp_min(1e-300))
         for j, nuisance in enumerate(self.nuisances):
-            value = value + nuisance.log_constraint(alpha[:, j])
+            value = value + nuisance.log_constraint(alpha[:, j], auxiliary[j])
         return value
 
     # --- the estimator interface of the scans (the shape term) ---------------------------------------------
