@@ -349,6 +349,8 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--figure", default=os.path.join(os.path.dirname(__file__), "..", "docs", "figures",
                                                          "particle_toy_brazil.png"))
+    parser.add_argument("--ensemble", type=int, default=0,
+                        help="also an ensemble of this many ALICES fits (seeds 0, 1, …) at the --train budgets")
     parser.add_argument("--save-rows", help="also save the measured rows to this file (for --merge)")
     parser.add_argument("--merge", nargs="+", help="write the table and figure from rows saved by runs with "
                         "--save-rows (e.g. budgets run in parallel), measuring nothing")
@@ -395,6 +397,10 @@ def run_budget(train: int, toy: ParticleToy, luminosity: float, rate: ExtendedTe
     if train in args.train:
         fitted += [("ALICES", sluice.estimators.ALICES, prior),
                    ("SALLY", sluice.estimators.SALLY, Point(torch.zeros(4)))]
+    if train in args.train and args.ensemble > 1:
+        fitted.append((f"ALICES ×{args.ensemble} (ensemble)",
+                       lambda: sluice.estimators.Ensemble([sluice.estimators.ALICES() for _ in range(args.ensemble)]),
+                       prior))
     if train in args.scandal_train:
         fitted.append(("SCANDAL", sluice.estimators.SCANDAL, prior))
     for name, make, sampling in fitted:
@@ -424,7 +430,12 @@ def merge(args):
     budget. The command line recorded is each run's."""
     saved = [torch.load(path, weights_only=False) for path in args.merge]
     rows = [row for row in saved[0]["rows"] if row["analysis"].startswith("truth")]
-    others = [row for part in saved for row in part["rows"] if not row["analysis"].startswith("truth")]
+    others, seen = [], set()
+    for row in (row for part in saved for row in part["rows"] if not row["analysis"].startswith("truth")):
+        key = (row["analysis"], row["train"], row["systematics"])
+        if key not in seen:  # an analysis measured by two runs (the same seeds: the same numbers) counts once
+            seen.add(key)
+            others.append(row)
     rows += sorted(others, key=lambda row: row["train"])  # stable: each budget keeps its runs' order
     fits = {label: seconds for part in saved for label, seconds in part["fits"].items()}
     first = argparse.Namespace(**{**saved[0]["args"], "out": args.out, "figure": args.figure})

@@ -170,6 +170,20 @@ def test_ensemble_fit_uses_a_seed_per_member(galton):
     assert not torch.equal(first, second)
 
 
+def test_an_ensemble_carries_its_members_parameter_names_and_scans_as_their_mean(fitted, galton):
+    """An ensemble carries its members' parameter names (``profile_scan`` and the rate term locate parameters by
+    them), and its scan is the mean of the members' log-likelihood ratios."""
+    members = [fitted["galton", m] for m in ("ALICES", "CASCAL")]
+    ensemble = sluice.estimators.Ensemble(members)
+    assert ensemble.parameter_names_ == members[0].parameter_names_
+    grid = torch.linspace(-0.9, -0.5, 5)[:, None]
+    scans = [sluice.inference.scan(model, galton.x[:50], grid, refine=False) for model in (*members, ensemble)]
+    expected = (scans[0].log_likelihood_ratio + scans[1].log_likelihood_ratio) / 2
+    torch.testing.assert_close(scans[2].log_likelihood_ratio, expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(AttributeError, match="not fitted"):
+        _ = sluice.estimators.Ensemble([sluice.estimators.ALICES()]).parameter_names_
+
+
 def test_the_same_seed_gives_the_same_estimator(galton):
     data = galton.training_data("ALICES", 400, seed=0)
     first = sluice.estimators.ALICES().fit(data, seed=3, epochs=5)

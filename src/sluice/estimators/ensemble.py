@@ -35,6 +35,15 @@ class Ensemble:
             estimator.fit(data, seed=seed + k, **fit_arguments)
         return self
 
+    @property
+    def parameter_names_(self) -> tuple:
+        """The fitted members' parameter names (one tuple: they must agree), as the scans and profiling read them."""
+        names = {tuple(getattr(estimator, "parameter_names_", ()) or ()) for estimator in self.estimators}
+        if len(names) != 1 or not next(iter(names)):
+            raise AttributeError("Ensemble.parameter_names_: the members are not fitted, or were fitted on data with "
+                                 f"different parameters ({sorted(names)})")
+        return next(iter(names))
+
     def _stack(self, method: str, *args) -> torch.Tensor:
         missing = [type(e).__name__ for e in self.estimators if not hasattr(e, method)]
         if missing:
