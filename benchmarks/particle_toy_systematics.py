@@ -42,14 +42,16 @@ profiled value) ``to_pyhf_workspace`` gives the μ model μ·[ν(θ_up) − ν(S
 (``pyhf.infer.hypotest``, q̃_μ, asymptotic) on the Asimov counts is solved for the c where it is 0.05 (secant in
 c), and the table gives c_pyhf / c_up.
 
-Run (``--train`` and ``--scandal-train`` choose the budgets; the results in
-benchmarks/results/particle_toy_systematics.md are from two runs in parallel, merged, about 25 min on two
-cores; SCANDAL's fit at 10⁵ events takes about 6 min):
+Run (``--train`` and ``--scandal-train`` choose the budgets, ``--ensemble 3`` adds an ensemble of three ALICES
+fits; the results in benchmarks/results/particle_toy_systematics.md are from three runs in parallel, merged, about
+25 min on two cores; SCANDAL's fit at 10⁵ events takes about 7 min):
     nice .venv/bin/python benchmarks/particle_toy_systematics.py --train 10000 100000 --scandal-train 10000 \
         --save-rows /tmp/first.pt --out /tmp/first
-    nice .venv/bin/python benchmarks/particle_toy_systematics.py --train --scandal-train 100000 \
+    nice .venv/bin/python benchmarks/particle_toy_systematics.py --train 10000 --scandal-train --ensemble 3 \
         --save-rows /tmp/second.pt --out /tmp/second
-    .venv/bin/python benchmarks/particle_toy_systematics.py --merge /tmp/first.pt /tmp/second.pt
+    nice .venv/bin/python benchmarks/particle_toy_systematics.py --train --scandal-train 100000 \
+        --save-rows /tmp/third.pt --out /tmp/third
+    .venv/bin/python benchmarks/particle_toy_systematics.py --merge /tmp/first.pt /tmp/second.pt /tmp/third.pt
 """
 
 from __future__ import annotations
