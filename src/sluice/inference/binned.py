@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy import optimize
 
-from ..simulators.systematics import Nuisance, interpolate
+from ..simulators.systematics import checked_nuisances, interpolate
 from .limits import BinnedData, Fit, poisson_nll
 
 __all__ = ["Sample", "BinnedModel"]
@@ -24,13 +24,8 @@ PYHF_NUISANCE_BOUNDS = (-5.0, 5.0)
 
 def _check_nuisances(nuisances, used: list[str], user: str) -> tuple:
     """The Nuisance objects, each used by a systematic and each systematic with one (a constraint term)."""
-    nuisances = tuple(nuisances)
-    for nuisance in nuisances:
-        if not isinstance(nuisance, Nuisance):
-            raise TypeError(f"{user}: nuisances must be sluice Nuisance objects, got {nuisance!r}")
+    nuisances = checked_nuisances(nuisances, user)
     names = [n.name for n in nuisances]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{user}: a nuisance parameter is named twice: {names}")
     unconstrained = [name for name in dict.fromkeys(used) if name not in names]
     if unconstrained:
         raise ValueError(f"{user}: nuisance parameter(s) {unconstrained} have no constraint term; pass "

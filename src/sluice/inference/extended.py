@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 import torch
 
-from ..simulators.systematics import Nuisance
+from ..simulators.systematics import checked_nuisances
 from .evaluate import summed_log_ratio
 
 __all__ = ["ExtendedTerm", "extended_log_likelihood"]
@@ -66,13 +66,7 @@ class ExtendedTerm:
                 if getattr(nuisance, "name", name) != name:
                     raise ValueError(f"ExtendedTerm: constraints['{name}'] is the Nuisance '{nuisance.name}'")
             constraints = tuple(constraints.values())
-        constraints = tuple(constraints)
-        for nuisance in constraints:
-            if not isinstance(nuisance, Nuisance):
-                raise TypeError(f"ExtendedTerm: constraints must be sluice Nuisance objects, got {nuisance!r}")
-        names = [nuisance.name for nuisance in constraints]
-        if len(set(names)) != len(names):
-            raise ValueError(f"ExtendedTerm: a nuisance parameter is constrained twice: {names}")
+        constraints = checked_nuisances(constraints, "ExtendedTerm")
         self.cross_section = cross_section
         self.luminosity = luminosity
         self.n_observed = None if n_observed is None else float(n_observed)

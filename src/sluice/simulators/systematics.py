@@ -293,3 +293,16 @@ class Nuisance:
         if self.constraint == "gaussian":
             return self.width * normal
         return torch.expm1(self.width * normal)
+
+
+def checked_nuisances(nuisances, user: str) -> tuple:
+    """``nuisances`` as a tuple, after checking that each is a ``Nuisance`` and no name comes twice (``user``
+    names the caller in the errors)."""
+    nuisances = tuple(nuisances)
+    for nuisance in nuisances:
+        if not isinstance(nuisance, Nuisance):
+            raise TypeError(f"{user}: nuisances must be sluice Nuisance objects, got {nuisance!r}")
+    names = [nuisance.name for nuisance in nuisances]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{user}: a nuisance parameter is named twice: {names}")
+    return nuisances
